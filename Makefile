@@ -1,0 +1,43 @@
+# The template's own tasks. `make demo` renders a project and runs its local flow; `make test` runs
+# the template's tests. Both bootstrap a virtualenv with uv from nothing but python3.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+DEMO_DIR := build/demo
+DEMO_ARGS ?=
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements/test.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip uv
+	$(UV) pip install --quiet --python $(PYTHON) -r requirements/test.txt
+	touch $@
+
+.PHONY: venv
+venv: $(VENV)/.installed ## Create the template's virtualenv
+
+.PHONY: test
+test: $(VENV)/.installed ## Run the template's tests (renders projects, runs their stages)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(VENV)/.installed ## Lint the template's own code (hooks, tests)
+	$(PYTHON) -m ruff check hooks tests
+	$(PYTHON) -m ruff format --check hooks tests
+
+.PHONY: demo
+demo: $(VENV)/.installed ## Render a project with defaults into build/demo and run its whole local flow
+	rm -rf $(DEMO_DIR)
+	$(VENV)/bin/cookiecutter . --no-input --output-dir $(DEMO_DIR) $(DEMO_ARGS)
+	$(MAKE) -C $(DEMO_DIR)/$$(ls $(DEMO_DIR)) demo
+
+.PHONY: clean
+clean: ## Remove the virtualenv and rendered projects
+	rm -rf $(VENV) build

@@ -1,0 +1,69 @@
+"""Shared fixtures: render the template into temporary folders and run rendered projects' commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+VENV = Path(sys.executable).parent.parent
+DEFAULT_SLUG = "demand-forecast"
+DEFAULT_PACKAGE = "demand_forecast"
+
+
+def render(output_dir: Path, **answers: str) -> Path:
+    """Render the template with defaults plus `answers`; return the project folder."""
+    return Path(
+        cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir))
+    )
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    """Environment for a rendered project's commands: the shared venv, its own source first."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CI_"))}
+    env.update(
+        PATH=f"{VENV / 'bin'}{os.pathsep}{env['PATH']}",
+        VENV=str(VENV),
+        PYTHONPATH=str(project / "src"),
+        OMP_NUM_THREADS="1",
+        PYTHONHASHSEED="0",
+    )
+    env.update(extra)
+    return env
+
+
+def run(
+    args: list[str], cwd: Path, check: bool = True, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in a rendered project with the shared venv; show its output when it fails."""
+    result = subprocess.run(
+        args, cwd=cwd, env=project_env(cwd, **env), capture_output=True, text=True, check=False
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}"
+            f"\n--- stderr\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def make(project: Path, *targets: str, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `make <targets>` in a rendered project with the shared venv."""
+    return run(["make", "--no-print-directory", *targets, f"VENV={VENV}"], project, check=check, **env)
+
+
+@pytest.fixture(scope="session")
+def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One default project, installed (editable, with dev extras) into the shared venv."""
+    project = render(tmp_path_factory.mktemp("installed"))
+    subprocess.run(
+        [str(VENV / "bin" / "uv"), "pip", "install", "--quiet", "--python", sys.executable, "-e", f"{project}[dev]"],
+        check=True,
+    )
+    yield project

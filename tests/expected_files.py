@@ -1,0 +1,33 @@
+"""The exact files each option combination renders: a table, so a change to the tree is a visible diff."""
+
+from __future__ import annotations
+
+COMMON = {
+    ".gitignore",
+    ".pre-commit-config.yaml",
+    "Makefile",
+    "README.md",
+    "pyproject.toml",
+    "src/{package}/__init__.py",
+    "src/{package}/__main__.py",
+    "src/{package}/cli.py",
+    "src/{package}/settings.py",
+    "tests/test_cli.py",
+}
+
+BY_PROVIDER = {
+    "github": {
+        ".github/workflows/pr.yml",
+    },
+    "azure": {
+        "azure-pipelines/pr.yml",
+    },
+    "jenkins": {
+        "Jenkinsfile",
+    },
+}
+
+
+def expected_files(ci_provider: str, package: str) -> set[str]:
+    """Files a render must contain, no more and no fewer."""
+    return {path.format(package=package) for path in COMMON | BY_PROVIDER[ci_provider]}

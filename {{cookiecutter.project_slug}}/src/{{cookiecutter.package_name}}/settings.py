@@ -1,0 +1,45 @@
+"""Project settings: one place that turns environment variables into typed values.
+
+Every stage reads its configuration from here, so CI and a laptop differ only in environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every stage needs to know about where things live."""
+
+    tracking_uri: str
+    model_name: str
+    data_uri: str
+    snapshot_dir: Path
+    reports_dir: Path
+    deploy_dir: Path
+    image_repository: str
+    namespace: str
+    ci_run_url: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read settings from the environment, falling back to the template's answers."""
+        env = os.environ
+        return cls(
+            tracking_uri=env.get("MLFLOW_TRACKING_URI", "{{ cookiecutter.mlflow_tracking_uri }}"),
+            model_name=env.get("MODEL_NAME", "{{ cookiecutter.model_name }}"),
+            data_uri=env.get("DATA_URI", "data/raw/sales.parquet"),
+            snapshot_dir=Path(env.get("SNAPSHOT_DIR", "data/snapshots")),
+            reports_dir=Path(env.get("REPORTS_DIR", "reports")),
+            deploy_dir=Path(env.get("DEPLOY_DIR", "deploy")),
+            image_repository=env.get(
+                "IMAGE_REPOSITORY", "{{ cookiecutter.container_registry }}/{{ cookiecutter.project_slug }}"
+            ),
+            namespace=env.get("K8S_NAMESPACE", "{{ cookiecutter.k8s_namespace }}"),
+            ci_run_url=env.get("CI_RUN_URL", ""),
+        )
