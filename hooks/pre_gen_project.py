@@ -5,6 +5,8 @@ Each bad answer prints one line naming the field, the value and the rule; the ho
 exits non-zero and cookiecutter removes the half-made project folder.
 """
 
+# Jinja renders this file: the raw block keeps the rules' literal braces out of its reach.
+# {% raw %}
 from __future__ import annotations
 
 import json
@@ -161,6 +163,7 @@ def main(answers: dict[str, object]) -> int:
     return 1 if errors else 0
 
 
+# {% endraw %}
 if __name__ == "__main__":
     ANSWERS = json.loads(
         r"""

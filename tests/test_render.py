@@ -35,7 +35,8 @@ LEFTOVER_JINJA = re.compile(r"(?<!\$)\{\{|\{%|%\}")
 
 
 @pytest.fixture(scope="module", params=list(MATRIX))
-def rendered(request, tmp_path_factory) -> tuple[Path, dict[str, str], str]:
+def rendered(request, tmp_path_factory, installed_project) -> tuple[Path, dict[str, str], str]:
+    """A render per matrix row; `installed_project` puts the rendered dependencies into the shared venv."""
     answers, package = MATRIX[request.param]
     return render(tmp_path_factory.mktemp(request.param), **answers), answers, package
 

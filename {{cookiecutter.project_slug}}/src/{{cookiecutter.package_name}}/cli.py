@@ -1,6 +1,6 @@
 """Command-line entry point: one subcommand per pipeline stage.
 
-CI runs these through `make <target>`; each subcommand calls the one entry function of its stage module.
+CI runs these through `make <target>`; each subcommand calls the entry function of one stage module.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="{{ cookiecutter.package_name }}", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("settings", help="print the resolved settings").set_defaults(handler=show_settings)
+    settings = commands.add_parser("settings", help="print the resolved settings")
+    settings.set_defaults(handler=show_settings)
     return parser
 
 

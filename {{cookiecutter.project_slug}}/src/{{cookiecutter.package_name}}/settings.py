@@ -9,7 +9,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path.cwd()
+# Defaults from the template answers; the environment variable named beside each overrides it.
+DEFAULT_TRACKING_URI = "{{ cookiecutter.mlflow_tracking_uri }}"  # MLFLOW_TRACKING_URI
+DEFAULT_MODEL_NAME = "{{ cookiecutter.model_name }}"  # MODEL_NAME
+DEFAULT_IMAGE_REPOSITORY = "{{ cookiecutter.container_registry }}/{{ cookiecutter.project_slug }}"  # IMAGE_REPOSITORY
+DEFAULT_NAMESPACE = "{{ cookiecutter.k8s_namespace }}"  # K8S_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -31,15 +35,13 @@ class Settings:
         """Read settings from the environment, falling back to the template's answers."""
         env = os.environ
         return cls(
-            tracking_uri=env.get("MLFLOW_TRACKING_URI", "{{ cookiecutter.mlflow_tracking_uri }}"),
-            model_name=env.get("MODEL_NAME", "{{ cookiecutter.model_name }}"),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
+            model_name=env.get("MODEL_NAME", DEFAULT_MODEL_NAME),
             data_uri=env.get("DATA_URI", "data/raw/sales.parquet"),
             snapshot_dir=Path(env.get("SNAPSHOT_DIR", "data/snapshots")),
             reports_dir=Path(env.get("REPORTS_DIR", "reports")),
             deploy_dir=Path(env.get("DEPLOY_DIR", "deploy")),
-            image_repository=env.get(
-                "IMAGE_REPOSITORY", "{{ cookiecutter.container_registry }}/{{ cookiecutter.project_slug }}"
-            ),
-            namespace=env.get("K8S_NAMESPACE", "{{ cookiecutter.k8s_namespace }}"),
+            image_repository=env.get("IMAGE_REPOSITORY", DEFAULT_IMAGE_REPOSITORY),
+            namespace=env.get("K8S_NAMESPACE", DEFAULT_NAMESPACE),
             ci_run_url=env.get("CI_RUN_URL", ""),
         )
