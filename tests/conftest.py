@@ -67,3 +67,13 @@ def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
         check=True,
     )
     yield project
+
+
+TOOLS = TEMPLATE / ".tools"
+
+
+def tool(name: str) -> str:
+    """Path of a validator from the template's tools virtualenv (see requirements/validators.txt)."""
+    path = TOOLS / "venv" / "bin" / name
+    assert path.exists(), f"{name} is missing: run `make venv` to install the validators"
+    return str(path)

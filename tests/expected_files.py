@@ -12,8 +12,12 @@ COMMON = {
     "src/{package}/__main__.py",
     "src/{package}/cli.py",
     "src/{package}/settings.py",
+    "src/{package}/registry.py",
     "tests/test_cli.py",
 }
+
+# Serving image, GitOps manifests and back-test infrastructure-as-code.
+DEPLOY: set[str] = set()
 
 BY_PROVIDER = {
     "github": {
@@ -30,4 +34,4 @@ BY_PROVIDER = {
 
 def expected_files(ci_provider: str, package: str) -> set[str]:
     """Files a render must contain, no more and no fewer."""
-    return {path.format(package=package) for path in COMMON | BY_PROVIDER[ci_provider]}
+    return {path.format(package=package) for path in COMMON | DEPLOY | BY_PROVIDER[ci_provider]}
