@@ -1,6 +1,6 @@
 """The MLflow model registry as the broker between stages.
 
-Training produces versions, release stages consume them; they talk only through what is recorded here:
+Training produces versions and release stages consume them; they talk only through what is recorded:
 aliases (`staging`, `production`) and tags on each version (`stage=dev|staging|production|archived` plus
 evidence). MLflow stages (`transition_model_version_stage`) are deprecated and not used.
 """
