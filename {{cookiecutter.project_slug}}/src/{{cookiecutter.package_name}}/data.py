@@ -1,0 +1,80 @@
+"""Example data: weekly unit sales per store x product category.
+
+The generator is SYNTHETIC: it exists so the template runs end to end on a laptop. Plug in your own data by
+pointing DATA_URI at a Parquet file (a local path or anything fsspec can read, e.g. s3://...), produced by
+your own extraction job, with the columns listed in COLUMNS.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from {{ cookiecutter.package_name }}.settings import Settings
+
+KEY_COLUMNS = ["store_id", "category", "week_start"]
+TARGET = "units_sold"
+COLUMNS = [*KEY_COLUMNS, "price", "discount", "promo", "holiday", TARGET]
+CATEGORIES = ("beverages", "bakery", "dairy", "produce", "household")
+STORES = tuple(f"S{number:02d}" for number in range(1, 9))
+HISTORY_WEEKS = 156
+SEED = 20240101
+
+
+def newest_complete_week(today: date) -> date:
+    """The Monday starting the last full week before `today`."""
+    this_monday = today - timedelta(days=today.weekday())
+    return this_monday - timedelta(weeks=1)
+
+
+def generate_sales(end_week: date, weeks: int = HISTORY_WEEKS, seed: int = SEED) -> pd.DataFrame:
+    """Deterministic synthetic history: same end week and seed, same rows."""
+    rng = np.random.default_rng(seed)
+    week_starts = pd.date_range(end=pd.Timestamp(end_week), periods=weeks, freq="7D")
+    grid = pd.MultiIndex.from_product([STORES, CATEGORIES, week_starts], names=KEY_COLUMNS).to_frame(
+        index=False
+    )
+    rows = len(grid)
+    store_size = dict(zip(STORES, rng.uniform(0.7, 1.5, len(STORES)), strict=True))
+    category_base = dict(zip(CATEGORIES, (120.0, 80.0, 150.0, 200.0, 60.0), strict=True))
+    list_price = dict(zip(CATEGORIES, (2.5, 3.0, 1.8, 2.2, 6.5), strict=True))
+
+    week_of_year = grid["week_start"].dt.isocalendar().week.to_numpy(dtype=float)
+    promo = rng.random(rows) < 0.15
+    discount = np.where(promo, rng.uniform(0.1, 0.35, rows), 0.0).round(2)
+    holiday = np.isin(week_of_year, (1, 14, 22, 35, 47, 51, 52))
+    price = (grid["category"].map(list_price) * (1 - discount) * rng.normal(1.0, 0.02, rows)).round(2)
+    seasonality = 1 + 0.25 * np.sin(2 * np.pi * (week_of_year - 10) / 52)
+    trend = 1 + 0.002 * (grid["week_start"] - week_starts[0]).dt.days.to_numpy() / 7
+    expected = (
+        grid["category"].map(category_base).to_numpy()
+        * grid["store_id"].map(store_size).to_numpy()
+        * seasonality
+        * trend
+        * (1 + 0.6 * discount + 0.2 * promo)
+        * np.where(holiday, 1.3, 1.0)
+    )
+    grid["price"] = price.astype("float64")
+    grid["discount"] = discount.astype("float64")
+    grid["promo"] = promo.astype("int64")
+    grid["holiday"] = holiday.astype("int64")
+    grid[TARGET] = rng.poisson(expected).astype("int64")
+    return grid[COLUMNS]
+
+
+def load_sales(uri: str) -> pd.DataFrame:
+    """Read the raw training data from a local path or any fsspec URL."""
+    return pd.read_parquet(uri)
+
+
+def generate_data(settings: Settings, today: date | None = None) -> int:
+    """Entry point of `make data`: write the synthetic data set to DATA_URI."""
+    frame = generate_sales(newest_complete_week(today or date.today()))
+    target = Path(settings.data_uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(target, index=False)
+    print(f"Wrote {len(frame)} rows of SYNTHETIC sales data to {target} (replace it via DATA_URI).")
+    return 0

@@ -1,0 +1,65 @@
+"""Training is deterministic, never evaluates on weeks it trained on, and measures forecasts correctly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
+from {{ cookiecutter.package_name }}.snapshot import fingerprint, load_snapshot, save_snapshot
+from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, TrainConfig, fit_and_evaluate, time_split
+
+FAST = TrainConfig(seed=7, test_weeks=8, model={"max_iter": 20, "learning_rate": 0.1})
+
+
+def test_metrics_on_a_known_forecast():
+    metrics = forecast_metrics(np.array([10.0, 20.0, 30.0]), np.array([12.0, 18.0, 36.0]))
+    assert metrics["mae"] == pytest.approx(10 / 3)
+    assert metrics["rmse"] == pytest.approx(np.sqrt(44 / 3))
+    assert metrics["wape"] == pytest.approx(10 / 60)
+    assert metrics["bias"] == pytest.approx(6 / 60)
+
+
+def test_time_split_holds_out_the_newest_weeks(sales):
+    train_rows, test_rows = time_split(sales, test_weeks=8)
+    assert train_rows["week_start"].max() < test_rows["week_start"].min()
+    assert test_rows["week_start"].nunique() == 8
+    assert len(train_rows) + len(test_rows) == len(sales)
+
+
+def test_same_data_and_seed_give_the_same_model(sales):
+    first = fit_and_evaluate(sales, FAST)
+    second = fit_and_evaluate(sales.sample(frac=1.0, random_state=1), FAST)
+    np.testing.assert_array_equal(first.predictions, second.predictions)
+    assert first.metrics == second.metrics
+
+
+def test_model_beats_a_naive_mean_forecast(sales):
+    result = fit_and_evaluate(sales, TrainConfig.from_toml(DEFAULT_CONFIG))
+    naive = forecast_metrics(
+        result.test["units_sold"], np.full(len(result.test), result.test["units_sold"].mean())
+    )
+    assert result.metrics["wape"] < 0.5 * naive["wape"]
+
+
+def test_config_survives_the_round_trip_through_logged_params():
+    config = TrainConfig.from_toml(DEFAULT_CONFIG)
+    logged = {key: str(value) for key, value in config.as_params().items()}
+    assert TrainConfig.from_params(logged) == config
+
+
+def test_fingerprint_follows_content_not_row_order_of_storage(sales, tmp_path):
+    assert fingerprint(sales) == fingerprint(sales.copy())
+    changed = sales.copy()
+    changed.loc[0, "units_sold"] += 1
+    assert fingerprint(changed) != fingerprint(sales)
+
+
+def test_snapshot_is_addressed_by_fingerprint_and_refuses_tampering(sales, tmp_path):
+    data_fp = fingerprint(sales)
+    path = save_snapshot(sales, tmp_path, data_fp)
+    assert path.name == f"{data_fp}.parquet"
+    assert fingerprint(load_snapshot(path, data_fp)) == data_fp
+    sales.head(10).to_parquet(path, index=False)
+    with pytest.raises(ValueError, match="altered"):
+        load_snapshot(path, data_fp)
