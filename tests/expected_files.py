@@ -17,7 +17,37 @@ COMMON = {
 }
 
 # Serving image, GitOps manifests and back-test infrastructure-as-code.
-DEPLOY: set[str] = set()
+DEPLOY = {
+    ".dockerignore",
+    "docker/Dockerfile",
+    "src/{package}/image.py",
+    "tests/test_image.py",
+    "deploy/README.md",
+    "deploy/base/kustomization.yaml",
+    "deploy/base/deployment.yaml",
+    "deploy/base/service.yaml",
+    "deploy/base/poddisruptionbudget.yaml",
+    "deploy/base/networkpolicy.yaml",
+    "deploy/staging/kustomization.yaml",
+    "deploy/staging/model.env",
+    "deploy/staging/namespace.yaml",
+    "deploy/production/kustomization.yaml",
+    "deploy/production/model.env",
+    "deploy/production/namespace.yaml",
+    "deploy/flux/staging/kustomization.yaml",
+    "deploy/flux/staging/source.yaml",
+    "deploy/flux/staging/sync.yaml",
+    "deploy/flux/production/kustomization.yaml",
+    "deploy/flux/production/source.yaml",
+    "deploy/flux/production/sync.yaml",
+    "infra/backtest/README.md",
+    "infra/backtest/kustomization.yaml",
+    "infra/backtest/model.env",
+    "infra/backtest/namespace.yaml",
+    "infra/backtest/job.yaml",
+    "infra/backtest/networkpolicy.yaml",
+    "infra/backtest/run.sh",
+}
 
 BY_PROVIDER = {
     "github": {
