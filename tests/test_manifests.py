@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEFAULT_SLUG, TEMPLATE, render, run, tool
+from conftest import DEFAULT_SLUG, TEMPLATE, VENV, make, render, run, tool
 
 CRD_SCHEMAS = TEMPLATE.parent / "shared" / "schemas" / "crds"
 NAMESPACE = DEFAULT_SLUG
@@ -249,6 +249,21 @@ def test_hadolint_flags_an_unpinned_image(tmp_path):
     assert result.returncode != 0
     assert "DL3007" in result.stdout
     assert "DL3013" in result.stdout
+
+
+def test_make_image_without_a_docker_engine_points_to_serve_and_fails_closed_in_ci(project, tmp_path):
+    # given a docker CLI whose engine does not answer
+    docker = tmp_path / "docker"
+    docker.write_text("#!/bin/sh\nexit 1\n")
+    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
+    path = f"{tmp_path}:{VENV / 'bin'}:/usr/bin:/bin"
+    # when / then: locally it says what to do instead and succeeds; in CI the stage fails
+    local = make(project, "image", "VERSION=4", PATH=path, CI="")
+    assert "no Docker engine answers" in local.stdout
+    assert "make serve VERSION=4" in local.stdout
+    in_ci = make(project, "image", "VERSION=4", check=False, PATH=path, CI="true")
+    assert in_ci.returncode != 0
+    assert "make serve VERSION=4" in in_ci.stdout
 
 
 # ---------------------------------------------------------------- the GitOps pin contract
