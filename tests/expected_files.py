@@ -49,19 +49,37 @@ DEPLOY = {
     "infra/backtest/run.sh",
 }
 
+# Release gates: approver from the CI system, promotions as pull requests (every provider).
+CI_RELEASE = {
+    "src/{package}/approvals.py",
+    "src/{package}/release_pr.py",
+    "tests/test_approvals.py",
+    "tests/test_release_pr.py",
+}
+
 BY_PROVIDER = {
     "github": {
+        ".github/dependabot.yml",
         ".github/workflows/pr.yml",
+        ".github/workflows/train.yml",
+        ".github/workflows/rollback.yml",
+        "docs/ci-github.md",
     },
     "azure": {
         "azure-pipelines/pr.yml",
+        "azure-pipelines/train-release.yml",
+        "azure-pipelines/rollback.yml",
+        "docs/ci-azure.md",
+        "renovate.json",
     },
     "jenkins": {
         "Jenkinsfile",
+        "docs/ci-jenkins.md",
+        "renovate.json",
     },
 }
 
 
 def expected_files(ci_provider: str, package: str) -> set[str]:
     """Files a render must contain, no more and no fewer."""
-    return {path.format(package=package) for path in COMMON | DEPLOY | BY_PROVIDER[ci_provider]}
+    return {path.format(package=package) for path in COMMON | DEPLOY | CI_RELEASE | BY_PROVIDER[ci_provider]}
