@@ -380,3 +380,102 @@ def checkov_failures(project: Path, framework: str) -> list[str]:
         failed += [f"{c['check_id']} {c['file_path']}" for c in report["results"]["failed_checks"]]
     assert any("results" in r for r in reports), f"checkov scanned nothing: {result.stdout[:500]}"
     return failed
+
+
+# ---- the GitHub flow, run locally ----------------------------------------------------------------------
+
+# Steps that cannot run here, by the make target they call, and why.
+OFFLINE_SKIPS = {
+    "install": "the project is already installed in the shared venv by the `installed_project` fixture",
+    "audit": "pip-audit needs its vulnerability service (network)",
+    "image": "building and pushing the serving image needs a Docker engine and a registry",
+    "backtest-cluster": "needs a Kubernetes cluster",
+    "release-pr": "needs a git host to push the release branch to and open the pull request on",
+}
+# What the CI secret store would hold for a local run: the local registry, and no other credential.
+LOCAL_SECRETS = {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
+EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
+CONDITION = re.compile(r"^env\.(\w+) (==|!=) '([^']*)'$")
+
+
+def evaluate(expression: str, outputs: dict[str, dict[str, str]]) -> str:
+    """The few GitHub expressions the workflows use, as a local run sees them."""
+    if match := re.fullmatch(r"needs\.(\w+)\.outputs\.(\w+)", expression):
+        return outputs[match.group(1)][match.group(2)]
+    if match := re.fullmatch(r"secrets\.(\w+) != ''", expression):
+        return str(bool(LOCAL_SECRETS.get(match.group(1)))).lower()
+    if match := re.fullmatch(r"secrets\.(\w+)", expression):
+        return LOCAL_SECRETS.get(match.group(1), "")
+    if expression.startswith(("github.", "runner.")):
+        return ""
+    raise AssertionError(f"the local runner does not know the expression {expression!r}")
+
+
+def condition_holds(condition: str | None, env: dict[str, str]) -> bool:
+    if condition in (None, "always()"):
+        return True
+    match = CONDITION.match(condition)
+    assert match, f"the local runner does not know the condition {condition!r}"
+    name, operator, value = match.groups()
+    return (env.get(name, "") == value) == (operator == "==")
+
+
+def run_job(project: Path, job: dict, outputs: dict[str, dict[str, str]], base_env: dict[str, str]) -> dict:
+    """Run a job's shell steps as the runner would (bash -e), skipping what needs the network; its outputs."""
+    env = {
+        **base_env,
+        **{
+            k: EXPRESSION.sub(lambda m: evaluate(m[1], outputs), str(v))
+            for k, v in job.get("env", {}).items()
+        },
+    }
+    github_output = project / ".github-output"
+    github_output.write_text("")
+    for step in job["steps"]:
+        if "run" not in step or not condition_holds(step.get("if"), env):
+            continue
+        skipped = [t for t in called_targets(step["run"]) if t in OFFLINE_SKIPS]
+        if skipped:
+            print(f"skipped `{step['run'].strip()}`: {OFFLINE_SKIPS[skipped[0]]}")
+            continue
+        print(f"running `{step['run'].strip()}`")
+        run(["bash", "-e", "-c", step["run"]], project, GITHUB_OUTPUT=str(github_output), **env)
+    return dict(line.split("=", 1) for line in github_output.read_text().splitlines() if "=" in line)
+
+
+@pytest.mark.e2e
+def test_github_flow_runs_locally_from_pr_to_production(tmp_path: Path, installed_project: Path) -> None:
+    # given a fresh GitHub-flavoured project in its own git repository
+    project = render(tmp_path, ci_provider="github")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Initial commit"]):
+        run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], project)
+    # The release gates: the approvals module reads the approver the gate recorded, here through the
+    # variable Jenkins' submitterParameter sets (GitHub's is an HTTPS API this machine cannot reach).
+    base_env = {
+        "PATH": f"{VENV / 'bin'}{os.pathsep}{TOOLS / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "JENKINS_URL": "https://ci.invalid",
+        "APPROVED_BY": "release-approver",
+    }
+    outputs: dict[str, dict[str, str]] = {}
+    # when the PR checks run, then training and release, job by job in dependency order
+    workflows = project / ".github" / "workflows"
+    for name in ("pr.yml", "train.yml"):
+        workflow = load(workflows / name)
+        for job_id in github_jobs_in_order(workflow):
+            print(f"--- {name} / {job_id}")
+            outputs[job_id] = run_job(project, workflow["jobs"][job_id], outputs, base_env)
+    # then the version trained once is what production runs, approved by the gate's approver
+    version = outputs["train"]["version"]
+    assert version.isdigit()
+    check = (
+        "from demand_forecast.registry import alias_holder, connect\n"
+        "from demand_forecast.settings import Settings\n"
+        "s = Settings.from_env()\n"
+        "v = alias_holder(connect(s), s.model_name, 'production')\n"
+        "print(v.version, v.tags.get('approved_by_production'))\n"
+    )
+    holder = run([str(VENV / "bin" / "python"), "-c", check], project).stdout.split()
+    assert holder == [version, "release-approver"]
+    assert f"MODEL_VERSION={version}" in (project / "deploy" / "production" / "model.env").read_text()
+    assert "No evidence report" not in (tmp_path / "summary.md").read_text()
