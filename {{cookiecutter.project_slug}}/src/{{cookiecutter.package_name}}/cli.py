@@ -61,7 +61,7 @@ def candidate(settings: Settings, args: argparse.Namespace) -> int:
     if newest is None:
         print(f"No versions of {settings.model_name} yet: run `make train` first.", file=sys.stderr)
         return 1
-    print(newest.version)
+    print(str(newest.version))
     return 0
 
 

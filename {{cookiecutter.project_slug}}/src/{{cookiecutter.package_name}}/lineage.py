@@ -17,11 +17,13 @@ def describe_version(client: MlflowClient, name: str, version: str) -> dict[str,
     run = client.get_run(model_version.run_id)
     tags = dict(model_version.tags)
     aliases = [
-        alias for alias, number in client.get_registered_model(name).aliases.items() if number == str(version)
+        alias
+        for alias, number in client.get_registered_model(name).aliases.items()
+        if str(number) == str(version)
     ]
     return {
         "model": name,
-        "version": model_version.version,
+        "version": str(model_version.version),
         "stage": tags.get("stage", "unknown"),
         "aliases": sorted(aliases),
         "run_id": model_version.run_id,
@@ -57,7 +59,7 @@ def show_lineage(settings: Settings, version: str | None = None, as_json: bool =
         if newest is None:
             print(f"No versions of {settings.model_name} yet: run `make train` first.")
             return 1
-        version = newest.version
+        version = str(newest.version)
     record = describe_version(client, settings.model_name, version)
     print(json.dumps(record, indent=2) if as_json else _as_text(record))
     return 0

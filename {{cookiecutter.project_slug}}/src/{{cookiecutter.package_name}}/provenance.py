@@ -6,6 +6,7 @@ import getpass
 import hashlib
 import importlib.metadata
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 
@@ -14,10 +15,10 @@ IDENTITY_VARIABLES = ("TRAINED_BY", "GITHUB_ACTOR", "BUILD_REQUESTEDFOREMAIL", "
 
 
 def _git(*args: str) -> str | None:
-    try:
-        result = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
-    except OSError:
+    git = shutil.which("git")
+    if git is None:
         return None
+    result = subprocess.run([git, *args], capture_output=True, text=True, check=False)
     return result.stdout.strip() if result.returncode == 0 else None
 
 

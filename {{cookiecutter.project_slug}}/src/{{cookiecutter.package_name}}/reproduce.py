@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.data import TARGET
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.snapshot import load_snapshot
-from {{ cookiecutter.package_name }}.train import SNAPSHOT_ARTIFACT_DIR, TrainConfig, fit_and_evaluate
+from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
+from {{ cookiecutter.package_name }}.train import TrainConfig, fit_and_evaluate
 
 TOLERANCE = 1e-9
 
@@ -23,11 +22,7 @@ def reproduce(settings: Settings, version: str) -> int:
     client = registry.connect(settings)
     model_version = registry.get_version(client, settings.model_name, version)
     run = client.get_run(model_version.run_id)
-    snapshot = Path(model_version.tags["data_snapshot"])
-    if not snapshot.exists():  # another machine: fetch the copy logged with the run
-        artifact = f"{SNAPSHOT_ARTIFACT_DIR}/{snapshot.name}"
-        snapshot = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=artifact))
-    frame = load_snapshot(snapshot, model_version.tags["data_fingerprint"])
+    frame = snapshot_of_version(model_version)
     result = fit_and_evaluate(frame, TrainConfig.from_params(run.data.params))
 
     registered = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, version))
@@ -42,7 +37,8 @@ def reproduce(settings: Settings, version: str) -> int:
         )
         for name, value in result.metrics.items()
     ]
-    print(f"Reproducing {settings.model_name} version {version} from snapshot {snapshot.name}")
+    snapshot_id = model_version.tags["data_fingerprint"][:12]
+    print(f"Reproducing {settings.model_name} version {version} from data snapshot {snapshot_id}")
     print(f"  {'metric':<8} {'registered':>14} {'reproduced':>14}  match")
     for name, recorded, reproduced, same in rows:
         print(f"  {name:<8} {recorded:>14.6f} {reproduced:>14.6f}  {'yes' if same else 'NO'}")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+
+SNAPSHOT_ARTIFACT_DIR = "data"  # the snapshot travels with the run, so any machine can read it back
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -39,3 +42,14 @@ def load_snapshot(path: Path, data_fingerprint: str) -> pd.DataFrame:
             f"snapshot {path} does not match fingerprint {data_fingerprint[:12]}: it was altered"
         )
     return frame
+
+
+def snapshot_of_version(model_version: Any) -> pd.DataFrame:
+    """The training data of a registry version: the local snapshot, or the copy logged with its run."""
+    import mlflow
+
+    path = Path(model_version.tags["data_snapshot"])
+    if not path.exists():
+        artifact = f"{SNAPSHOT_ARTIFACT_DIR}/{path.name}"
+        path = Path(mlflow.artifacts.download_artifacts(run_id=model_version.run_id, artifact_path=artifact))
+    return load_snapshot(path, model_version.tags["data_fingerprint"])

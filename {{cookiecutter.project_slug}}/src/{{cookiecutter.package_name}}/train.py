@@ -25,12 +25,11 @@ from {{ cookiecutter.package_name }}.evaluate import (
 )
 from {{ cookiecutter.package_name }}.features import build_pipeline
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.snapshot import fingerprint, save_snapshot
+from {{ cookiecutter.package_name }}.snapshot import SNAPSHOT_ARTIFACT_DIR, fingerprint, save_snapshot
 from {{ cookiecutter.package_name }}.validation import SUITE_NAME, validate_sales
 
 DEFAULT_CONFIG = Path("config/train.toml")
 MODEL_ARTIFACT = "model"
-SNAPSHOT_ARTIFACT_DIR = "data"  # the snapshot travels with the run, so any machine can reproduce it
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -1,0 +1,95 @@
+"""GitOps pins: the exact image tag (and digest) and model version each environment runs, kept in git.
+
+`deploy/<env>/kustomization.yaml` pins the image (`newTag`, optional `digest`) and `deploy/<env>/model.env`
+pins the model version; Flux reconciles whatever the default branch says, and a rollback is a revert.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+NEW_TAG = re.compile(r'^(?P<indent>[ \t]*)newTag:[ \t]*"?(?P<tag>[^"\s]+)"?[ \t]*$', re.MULTILINE)
+DIGEST = re.compile(r"^[ \t]*digest:[ \t]*\S+[ \t]*\n", re.MULTILINE)
+MODEL_VERSION = re.compile(r"^MODEL_VERSION=(?P<version>.*)$", re.MULTILINE)
+
+
+class PinError(Exception):
+    """The environment's manifests are not in the shape promotion can pin; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Pins:
+    image_tag: str
+    model_version: str
+
+
+def image_tag(version: str) -> str:
+    """Serving images are tagged by model version, never `latest`."""
+    return f"v{version}"
+
+
+def _files(env_dir: Path) -> tuple[Path, Path]:
+    return env_dir / "kustomization.yaml", env_dir / "model.env"
+
+
+def read_pins(env_dir: Path) -> Pins:
+    """What an environment runs now, according to git."""
+    kustomization, model_env = _files(env_dir)
+    if not kustomization.is_file() or not model_env.is_file():
+        raise PinError(f"{env_dir} needs kustomization.yaml and model.env: restore them from git")
+    tags = NEW_TAG.findall(kustomization.read_text())
+    versions = MODEL_VERSION.findall(model_env.read_text())
+    if len(tags) != 1 or len(versions) != 1:
+        raise PinError(f"{env_dir}: expected exactly one `newTag:` and one `MODEL_VERSION=` line to pin")
+    return Pins(image_tag=tags[0][1], model_version=versions[0])
+
+
+def pinned_contents(env_dir: Path, version: str, digest: str | None) -> dict[Path, str]:
+    """New contents of the pin files for `version`; pure, so refusals happen before anything is written."""
+    read_pins(env_dir)
+    kustomization, model_env = _files(env_dir)
+    manifest = DIGEST.sub("", kustomization.read_text())
+    pin = f'\\g<indent>newTag: "{image_tag(version)}"'
+    if digest:
+        pin += f"\n\\g<indent>digest: {digest}"
+    manifest = NEW_TAG.sub(pin, manifest)
+    env_file = MODEL_VERSION.sub(f"MODEL_VERSION={version}", model_env.read_text())
+    return {kustomization: manifest, model_env: env_file}
+
+
+def write_atomically(contents: dict[Path, str]) -> dict[Path, str]:
+    """Write each file via a temporary sibling; return the previous contents for undo."""
+    previous = {path: path.read_text() for path in contents}
+    for path, text in contents.items():
+        partial = path.with_suffix(path.suffix + ".partial")
+        partial.write_text(text)
+        partial.replace(path)
+    return previous
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    git = shutil.which("git") or "git"
+    return subprocess.run([git, "-C", str(root), *args], capture_output=True, text=True, check=False)
+
+
+def is_git_repo(root: Path) -> bool:
+    """True when `root` is the top of its own git work tree (not a folder inside another repo)."""
+    result = _git(root, "rev-parse", "--show-toplevel")
+    return result.returncode == 0 and Path(result.stdout.strip()).resolve() == root.resolve()
+
+
+def commit(root: Path, paths: list[Path], message: str) -> str:
+    """Commit exactly `paths`; return the new commit SHA. A bot identity is used only if git has none."""
+    identity = [] if _git(root, "config", "user.email").stdout.strip() else [
+        "-c", "user.name=release-bot", "-c", "user.email=release-bot@localhost",
+    ]  # fmt: skip
+    relative = [str(path.resolve().relative_to(root.resolve())) for path in paths]
+    added = _git(root, "add", "--", *relative)
+    committed = _git(root, *identity, "commit", "--quiet", "-m", message, "--", *relative)
+    if added.returncode or committed.returncode:
+        raise PinError(f"git commit failed: {(added.stderr + committed.stderr).strip()}")
+    return _git(root, "rev-parse", "HEAD").stdout.strip()
