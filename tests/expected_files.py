@@ -16,6 +16,35 @@ COMMON = {
     "tests/test_cli.py",
 }
 
+# Data gate, training, tracking and lineage.
+ML_CORE = {
+    "config/train.toml",
+    "config/train-worse.toml",
+    "src/{package}/data.py",
+    "src/{package}/validation.py",
+    "src/{package}/features.py",
+    "src/{package}/evaluate.py",
+    "src/{package}/snapshot.py",
+    "src/{package}/provenance.py",
+    "src/{package}/train.py",
+    "src/{package}/lineage.py",
+    "src/{package}/reproduce.py",
+    "tests/conftest.py",
+    "tests/test_data_gate.py",
+    "tests/test_training.py",
+}
+
+# Serving, back-test, promotion with GitOps pins, rollback and the local release flow.
+RELEASE = {
+    "config/backtest.toml",
+    "src/{package}/serve.py",
+    "src/{package}/backtest.py",
+    "src/{package}/gitops.py",
+    "src/{package}/promote.py",
+    "src/{package}/release_demo.py",
+    "tests/test_promote.py",
+}
+
 # Serving image, GitOps manifests and back-test infrastructure-as-code.
 DEPLOY = {
     ".dockerignore",
@@ -82,4 +111,7 @@ BY_PROVIDER = {
 
 def expected_files(ci_provider: str, package: str) -> set[str]:
     """Files a render must contain, no more and no fewer."""
-    return {path.format(package=package) for path in COMMON | DEPLOY | CI_RELEASE | BY_PROVIDER[ci_provider]}
+    return {
+        path.format(package=package)
+        for path in COMMON | ML_CORE | RELEASE | DEPLOY | CI_RELEASE | BY_PROVIDER[ci_provider]
+    }

@@ -20,8 +20,19 @@ def sales() -> pd.DataFrame:
     return generate_sales(newest_complete_week(TODAY), weeks=104)
 
 
+@pytest.fixture(scope="session")
+def blank_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store: creating one costs seconds, copying it does not."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    """Settings whose store, data, snapshots, reports and deploy/ all live in this test's temp folder."""
     return Settings(
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         model_name="test-model",

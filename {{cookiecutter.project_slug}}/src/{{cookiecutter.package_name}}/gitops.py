@@ -76,10 +76,15 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([git, "-C", str(root), *args], capture_output=True, text=True, check=False)
 
 
+def repository_of(path: Path) -> Path | None:
+    """The top of the git work tree that holds `path`, or None when it is not in one."""
+    result = _git(path, "rev-parse", "--show-toplevel")
+    return Path(result.stdout.strip()).resolve() if result.returncode == 0 else None
+
+
 def is_git_repo(root: Path) -> bool:
     """True when `root` is the top of its own git work tree (not a folder inside another repo)."""
-    result = _git(root, "rev-parse", "--show-toplevel")
-    return result.returncode == 0 and Path(result.stdout.strip()).resolve() == root.resolve()
+    return repository_of(root) == root.resolve()
 
 
 def commit(root: Path, paths: list[Path], message: str) -> str:

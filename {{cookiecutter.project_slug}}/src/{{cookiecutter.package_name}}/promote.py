@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
@@ -21,7 +20,6 @@ from {{ cookiecutter.package_name }} import gitops, provenance, registry
 from {{ cookiecutter.package_name }}.settings import Settings
 
 APPROVER = re.compile(r"^[\w.@+ -]{2,100}$")
-PROJECT_ROOT = Path.cwd()
 
 
 class PromotionRefused(Exception):
@@ -114,12 +112,16 @@ def check_path(client: MlflowClient, name: str, model_version: ModelVersion, env
             )
 
 
-def _archive_if_unused(client: MlflowClient, name: str, model_version: ModelVersion | None) -> None:
+def _retire(client: MlflowClient, name: str, model_version: ModelVersion | None) -> None:
+    """The previous holder keeps the stage of an environment it still runs in, or is archived."""
     if model_version is None:
         return
-    aliases = client.get_registered_model(name).aliases
-    if str(model_version.version) not in {str(number) for number in aliases.values()}:
-        registry.set_evidence(client, name, str(model_version.version), {"stage": "archived"})
+    number = str(model_version.version)
+    still_in = {
+        alias for alias, held in client.get_registered_model(name).aliases.items() if str(held) == number
+    }
+    stage = next((env for env in ("production", "staging") if env in still_in), "archived")
+    registry.set_evidence(client, name, number, {"stage": stage})
 
 
 def release(
@@ -139,9 +141,10 @@ def release(
     verb = "Promote" if action == "promotion" else "Roll back"
     message = f"{verb} {name} v{number} to {environment} (approved by {approver})"
     commit = "not a git repository: pins written, not committed"
+    repository = gitops.repository_of(env_dir)
     try:
-        if gitops.is_git_repo(PROJECT_ROOT):
-            commit = gitops.commit(PROJECT_ROOT, list(contents), message)
+        if repository is not None:
+            commit = gitops.commit(repository, list(contents), message)
     except gitops.PinError:
         gitops.write_atomically(previous_files)
         raise
@@ -159,7 +162,7 @@ def release(
             f"{action}_commit_{environment}": commit,
         },
     )
-    _archive_if_unused(client, name, previous_holder)
+    _retire(client, name, previous_holder)
     print(f"{message}: alias {environment} -> v{number}, deploy/{environment} pinned ({commit})")
     return commit
 

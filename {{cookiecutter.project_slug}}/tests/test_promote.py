@@ -1,0 +1,270 @@
+"""Promotion moves a version one stage at a time, only on evidence and a second person's approval.
+
+Every refusal leaves the registry and deploy/ exactly as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }}.promote import promote, rollback
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+GOOD_EVIDENCE = {
+    "stage": "dev",
+    "data_validation": "passed",
+    "backtest_verdict": "passed",
+    "backtest_champion": "none",
+    "git_sha": "0123456789abcdef0123456789abcdef01234567",
+    "git_dirty": "false",
+    "trained_by": "carol",
+}
+
+
+@pytest.fixture
+def client(settings, tmp_path, blank_store):
+    """A real registry in a temp SQLite store, and the repo's own overlays copied beside it."""
+    shutil.copy(blank_store, settings.tracking_uri.removeprefix("sqlite:///"))
+    for env in ("staging", "production"):
+        shutil.copytree(DEPLOY / env, settings.deploy_dir / env)
+    client = registry.connect(settings)
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("promotions", tmp_path.joinpath("art").as_uri())
+    )
+    client.create_registered_model(settings.model_name)
+    return client
+
+
+def new_version(client, settings, **evidence: str) -> str:
+    """A registered version carrying the given evidence (the real model is irrelevant to promotion)."""
+    with mlflow.start_run() as run:
+        mlflow.log_text("placeholder", "model/MLmodel")
+    version = client.create_model_version(
+        settings.model_name, f"{run.info.artifact_uri}/model", run.info.run_id
+    )
+    registry.set_evidence(client, settings.model_name, version.version, {**GOOD_EVIDENCE, **evidence})
+    return str(version.version)
+
+
+def registry_state(client, settings) -> tuple:
+    versions = client.search_model_versions(f"name = '{settings.model_name}'")
+    aliases = dict(client.get_registered_model(settings.model_name).aliases)
+    return sorted((str(v.version), sorted(v.tags.items())) for v in versions), aliases
+
+
+def deploy_state(settings) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(settings.deploy_dir)): p.read_bytes()
+        for p in settings.deploy_dir.rglob("*")
+        if p.is_file()
+    }
+
+
+def in_production(client, settings) -> str:
+    """A version already promoted to staging and production: the champion."""
+    version = new_version(client, settings)
+    assert promote(settings, version, "staging", "dave") == 0
+    assert promote(settings, version, "production", "erin") == 0
+    return version
+
+
+def refuse_nonexistent(client, settings):
+    return "99", "staging", "dave"
+
+
+def refuse_archived(client, settings):
+    return new_version(client, settings, stage="archived"), "staging", "dave"
+
+
+def refuse_skipping_staging(client, settings):
+    return new_version(client, settings), "production", "dave"
+
+
+def refuse_already_there(client, settings):
+    version = new_version(client, settings)
+    assert promote(settings, version, "staging", "dave") == 0
+    return version, "staging", "dave"
+
+
+def refuse_missing_data_gate(client, settings):
+    version = new_version(client, settings)
+    client.delete_model_version_tag(settings.model_name, version, "data_validation")
+    return version, "staging", "dave"
+
+
+def refuse_failed_data_gate(client, settings):
+    return new_version(client, settings, data_validation="failed"), "staging", "dave"
+
+
+def refuse_missing_backtest(client, settings):
+    version = new_version(client, settings)
+    client.delete_model_version_tag(settings.model_name, version, "backtest_verdict")
+    return version, "staging", "dave"
+
+
+def refuse_failed_backtest(client, settings):
+    return new_version(client, settings, backtest_verdict="failed"), "staging", "dave"
+
+
+def refuse_stale_champion(client, settings):
+    in_production(client, settings)
+    return new_version(client, settings, backtest_champion="none"), "staging", "dave"
+
+
+def refuse_empty_approver(client, settings):
+    return new_version(client, settings), "staging", "  "
+
+
+def refuse_bad_approver(client, settings):
+    return new_version(client, settings), "staging", "dave\nrm -rf /"
+
+
+def refuse_own_approval(client, settings):
+    return new_version(client, settings), "staging", "Carol"
+
+
+def refuse_dirty_tree_in_production(client, settings):
+    version = new_version(client, settings, git_dirty="true")
+    assert promote(settings, version, "staging", "dave") == 0
+    return version, "production", "erin"
+
+
+def refuse_concurrent_release(client, settings):
+    (settings.deploy_dir / ".staging.lock").write_text("4242\n")
+    return new_version(client, settings), "staging", "dave"
+
+
+def refuse_broken_pins(client, settings):
+    (settings.deploy_dir / "staging" / "model.env").unlink()
+    return new_version(client, settings), "staging", "dave"
+
+
+ILLEGAL = {
+    refuse_nonexistent: "has no version 99",
+    refuse_archived: "is archived and cannot be promoted",
+    refuse_skipping_staging: "is not in staging",
+    refuse_already_there: "is already in staging",
+    refuse_missing_data_gate: "data_validation=missing",
+    refuse_failed_data_gate: "data_validation=failed",
+    refuse_missing_backtest: "has not been back-tested",
+    refuse_failed_backtest: "failed its back-test",
+    refuse_stale_champion: "but production now runs",
+    refuse_empty_approver: "an approver is required",
+    refuse_bad_approver: "is not a user name or email",
+    refuse_own_approval: "four-eyes",
+    refuse_dirty_tree_in_production: "dirty working tree",
+    refuse_concurrent_release: "another release to staging is in progress",
+    refuse_broken_pins: "needs kustomization.yaml and model.env",
+}
+
+
+@pytest.mark.parametrize("arrange", list(ILLEGAL), ids=lambda f: f.__name__)
+def test_illegal_promotion_is_refused_and_changes_nothing(client, settings, capsys, arrange):
+    # given
+    version, environment, approver = arrange(client, settings)
+    registry_before, deploy_before = registry_state(client, settings), deploy_state(settings)
+    capsys.readouterr()
+    # when
+    code = promote(settings, version, environment, approver)
+    # then
+    assert code == 1
+    assert ILLEGAL[arrange] in capsys.readouterr().out
+    assert registry_state(client, settings) == registry_before
+    assert deploy_state(settings) == deploy_before
+
+
+def test_promotion_pins_moves_alias_and_records_the_approver(client, settings):
+    # given a version whose image was pushed with a digest
+    version = new_version(client, settings, image_digest="sha256:" + "a" * 64)
+    # when
+    assert promote(settings, version, "staging", "dave") == 0
+    # then
+    promoted = client.get_model_version_by_alias(settings.model_name, "staging")
+    assert str(promoted.version) == version
+    assert promoted.tags["stage"] == "staging"
+    assert promoted.tags["approved_by_staging"] == "dave"
+    assert promoted.tags["approved_at_staging"]
+    manifest = (settings.deploy_dir / "staging" / "kustomization.yaml").read_text()
+    assert f'newTag: "v{version}"' in manifest
+    assert "digest: sha256:" + "a" * 64 in manifest
+    assert f"MODEL_VERSION={version}\n" in (settings.deploy_dir / "staging" / "model.env").read_text()
+    assert "unreleased" in (settings.deploy_dir / "production" / "model.env").read_text()
+
+
+def test_production_takes_the_staging_version_and_archives_the_old_champion(client, settings):
+    champion = in_production(client, settings)
+    challenger = new_version(client, settings, backtest_champion=champion)
+    assert promote(settings, challenger, "staging", "dave") == 0
+    assert promote(settings, challenger, "production", "erin") == 0
+    assert str(client.get_model_version_by_alias(settings.model_name, "production").version) == challenger
+    assert client.get_model_version(settings.model_name, champion).tags["stage"] == "archived"
+
+
+def test_promotion_commits_the_pins_inside_a_git_repository(client, settings):
+    # given deploy/ under git
+    git = ["git", "-C", str(settings.deploy_dir), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "initial"], check=True)
+    version = new_version(client, settings)
+    # when
+    assert promote(settings, version, "staging", "dave") == 0
+    # then one commit names version, environment and approver, and the tree is clean
+    log = subprocess.run(
+        [*git, "log", "-1", "--format=%s"], capture_output=True, text=True, check=True
+    ).stdout
+    assert f"v{version} to staging (approved by dave)" in log
+    status = subprocess.run(
+        [*git, "status", "--porcelain"], capture_output=True, text=True, check=True
+    ).stdout
+    assert status == ""
+
+
+def test_rollback_returns_production_to_the_previous_version(client, settings):
+    first = in_production(client, settings)
+    second = new_version(client, settings, backtest_champion=first)
+    assert promote(settings, second, "staging", "dave") == 0
+    assert promote(settings, second, "production", "erin") == 0
+    # when
+    assert rollback(settings, "production", "erin") == 0
+    # then
+    assert str(client.get_model_version_by_alias(settings.model_name, "production").version) == first
+    assert f"MODEL_VERSION={first}\n" in (settings.deploy_dir / "production" / "model.env").read_text()
+    rolled_back = client.get_model_version(settings.model_name, second).tags
+    assert rolled_back["stage"] == "staging"  # staging's pins still run it
+    assert rolled_back["rolled_back_from_production"] == first
+
+
+def test_rollback_without_history_is_refused(client, settings, capsys):
+    assert rollback(settings, "production", "erin") == 1
+    assert "no earlier version to roll back to" in capsys.readouterr().out
+
+
+def test_concurrent_promotions_to_one_environment_let_exactly_one_win(client, settings):
+    # given two requests for the same environment at the same moment
+    version = new_version(client, settings)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MODEL_NAME": settings.model_name,
+        "DEPLOY_DIR": str(settings.deploy_dir),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+    }
+    command = [sys.executable, "-m", "{{ cookiecutter.package_name }}", "promote", "--version", version, "--to", "staging"]
+    # when
+    racers = [
+        subprocess.Popen([*command, "--approver", who], env=env, stdout=subprocess.PIPE, text=True)
+        for who in ("dave", "frank")
+    ]
+    codes = [racer.wait(timeout=120) for racer in racers]
+    # then
+    assert sorted(codes) == [0, 1]
+    assert not (settings.deploy_dir / ".staging.lock").exists()
