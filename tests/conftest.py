@@ -19,9 +19,7 @@ DEFAULT_PACKAGE = "demand_forecast"
 
 def render(output_dir: Path, **answers: str) -> Path:
     """Render the template with defaults plus `answers`; return the project folder."""
-    return Path(
-        cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir))
-    )
+    return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
 
 
 def project_env(project: Path, **extra: str) -> dict[str, str]:
@@ -38,13 +36,9 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(
-    args: list[str], cwd: Path, check: bool = True, **env: str
-) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
     """Run a command in a rendered project with the shared venv; show its output when it fails."""
-    result = subprocess.run(
-        args, cwd=cwd, env=project_env(cwd, **env), capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(args, cwd=cwd, env=project_env(cwd, **env), capture_output=True, text=True, check=False)
     if check and result.returncode != 0:
         pytest.fail(
             f"{' '.join(args)} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}"
@@ -63,7 +57,16 @@ def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     """One default project, installed (editable, with dev extras) into the shared venv."""
     project = render(tmp_path_factory.mktemp("installed"))
     subprocess.run(
-        [str(VENV / "bin" / "uv"), "pip", "install", "--quiet", "--python", sys.executable, "-e", f"{project}[dev]"],
+        [
+            str(VENV / "bin" / "uv"),
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            sys.executable,
+            "-e",
+            f"{project}[dev]",
+        ],
         check=True,
     )
     yield project

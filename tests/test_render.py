@@ -105,7 +105,8 @@ def test_cruft_create_works_on_a_local_checkout(tmp_path):
     subprocess.run(["git", "clone", "--quiet", str(TEMPLATE), str(checkout)], check=True)
     # when
     out = tmp_path / "out"
-    run([str(VENV / "bin" / "cruft"), "create", "--no-input", "--output-dir", str(out), str(checkout)], tmp_path)
+    cruft = str(VENV / "bin" / "cruft")
+    run([cruft, "create", "--no-input", "--output-dir", str(out), str(checkout)], tmp_path)
     # then the project carries cruft's record of the template, so `cruft update` can follow it
     project = out / "demand-forecast"
     assert (project / ".cruft.json").is_file()
