@@ -43,6 +43,10 @@ RELEASE = {
     "src/{package}/promote.py",
     "src/{package}/release_demo.py",
     "tests/test_promote.py",
+    "bench/__init__.py",
+    "bench/workspace.py",
+    "bench/train_log_register.py",
+    "bench/scoring_latency.py",
 }
 
 # Serving image, GitOps manifests and back-test infrastructure-as-code.

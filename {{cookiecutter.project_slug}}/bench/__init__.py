@@ -1,0 +1,1 @@
+"""Benchmarks: runnable scripts that print figures (`make bench-train`, `make bench-serve`)."""
