@@ -14,7 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from conftest import DEFAULT_PACKAGE, make, project_env, render, run
@@ -117,7 +116,7 @@ def test_corrupted_data_fails_training_and_registers_nothing(trained, tmp_path):
     # given corrupted data where training reads it (every kind is covered by the rendered unit tests)
     project, _ = trained
     bad = tmp_path / "sales.parquet"
-    pd.read_parquet(project / "data" / "raw" / "sales.parquet").assign(category="toys").to_parquet(bad, index=False)
+    read_rows(project).assign(category="toys").to_parquet(bad, index=False)
     # when
     result = make(project, "train", check=False, DATA_URI=str(bad))
     # then
@@ -140,7 +139,7 @@ def test_scoring_server_predicts_what_the_model_predicts_in_process(trained):
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server)
-        rows = pd.read_parquet(project / "data" / "raw" / "sales.parquet").tail(50).drop(columns="units_sold")
+        rows = read_rows(project).tail(50).drop(columns="units_sold")
         # when
         served = post_rows(f"http://127.0.0.1:{port}/invocations", rows)
     finally:
@@ -162,14 +161,20 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 180) -> Non
     pytest.fail(f"{url} did not answer in {timeout_s} s")
 
 
-def post_rows(url: str, rows: pd.DataFrame) -> list[float]:
+def read_rows(project: Path):
+    import pandas as pd  # installed with the rendered project by the `installed_project` fixture
+
+    return pd.read_parquet(project / "data" / "raw" / "sales.parquet")
+
+
+def post_rows(url: str, rows) -> list[float]:
     payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False, date_format="iso"))}
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())["predictions"]
 
 
-def predict_in_process(project: Path, rows: pd.DataFrame) -> list[float]:
+def predict_in_process(project: Path, rows) -> list[float]:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
