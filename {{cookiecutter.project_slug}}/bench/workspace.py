@@ -15,17 +15,8 @@ from {{ cookiecutter.package_name }}.settings import Settings
 @contextmanager
 def workspace() -> Iterator[Settings]:
     with tempfile.TemporaryDirectory(prefix="bench-") as folder:
-        root = Path(folder)
-        data = root / "sales.parquet"
+        settings = Settings.in_folder(Path(folder), "bench-model")
+        data = Path(settings.data_uri)
+        data.parent.mkdir(parents=True)
         generate_sales(newest_complete_week(date.today())).to_parquet(data, index=False)
-        yield Settings(
-            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-            model_name="bench-model",
-            data_uri=str(data),
-            snapshot_dir=root / "snapshots",
-            reports_dir=root / "reports",
-            deploy_dir=root / "deploy",
-            image_repository="registry.invalid/bench",
-            namespace="bench",
-            ci_run_url="",
-        )
+        yield settings

@@ -33,14 +33,4 @@ def blank_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings whose store, data, snapshots, reports and deploy/ all live in this test's temp folder."""
-    return Settings(
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        model_name="test-model",
-        data_uri=str(tmp_path / "data" / "sales.parquet"),
-        snapshot_dir=tmp_path / "snapshots",
-        reports_dir=tmp_path / "reports",
-        deploy_dir=tmp_path / "deploy",
-        image_repository="registry.example.com/test",
-        namespace="test",
-        ci_run_url="",
-    )
+    return Settings.in_folder(tmp_path, "test-model")

@@ -6,8 +6,8 @@ from {{ cookiecutter.package_name }}.cli import main
 
 
 def test_settings_prints_the_model_name_and_tracking_store(capsys, monkeypatch):
-    # given
-    monkeypatch.delenv("MODEL_NAME", raising=False)
+    # given an empty variable (as CI systems pass unset secrets) and a set one
+    monkeypatch.setenv("MODEL_NAME", "")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///elsewhere.db")
     # when
     code = main(["settings"])

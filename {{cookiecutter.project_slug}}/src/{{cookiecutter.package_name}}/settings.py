@@ -32,16 +32,31 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Read settings from the environment, falling back to the template's answers."""
+        """Read settings from the environment; an unset or empty variable falls back to the default."""
         env = os.environ
         return cls(
-            tracking_uri=env.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI),
-            model_name=env.get("MODEL_NAME", DEFAULT_MODEL_NAME),
-            data_uri=env.get("DATA_URI", "data/raw/sales.parquet"),
-            snapshot_dir=Path(env.get("SNAPSHOT_DIR", "data/snapshots")),
-            reports_dir=Path(env.get("REPORTS_DIR", "reports")),
-            deploy_dir=Path(env.get("DEPLOY_DIR", "deploy")),
-            image_repository=env.get("IMAGE_REPOSITORY", DEFAULT_IMAGE_REPOSITORY),
-            namespace=env.get("K8S_NAMESPACE", DEFAULT_NAMESPACE),
-            ci_run_url=env.get("CI_RUN_URL", ""),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            model_name=env.get("MODEL_NAME") or DEFAULT_MODEL_NAME,
+            data_uri=env.get("DATA_URI") or "data/raw/sales.parquet",
+            snapshot_dir=Path(env.get("SNAPSHOT_DIR") or "data/snapshots"),
+            reports_dir=Path(env.get("REPORTS_DIR") or "reports"),
+            deploy_dir=Path(env.get("DEPLOY_DIR") or "deploy"),
+            image_repository=env.get("IMAGE_REPOSITORY") or DEFAULT_IMAGE_REPOSITORY,
+            namespace=env.get("K8S_NAMESPACE") or DEFAULT_NAMESPACE,
+            ci_run_url=env.get("CI_RUN_URL") or "",
+        )
+
+    @classmethod
+    def in_folder(cls, root: Path, model_name: str) -> Settings:
+        """Store, data, snapshots, reports and deploy/ under one folder: for tests, benchmarks, sandboxes."""
+        return cls(
+            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
+            model_name=model_name,
+            data_uri=str(root / "data" / "sales.parquet"),
+            snapshot_dir=root / "snapshots",
+            reports_dir=root / "reports",
+            deploy_dir=root / "deploy",
+            image_repository=f"registry.invalid/{model_name}",
+            namespace=model_name,
+            ci_run_url="",
         )
