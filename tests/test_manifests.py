@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import DEFAULT_SLUG, TEMPLATE, VENV, make, render, run, tool
 
 CRD_SCHEMAS = TEMPLATE.parent / "shared" / "schemas" / "crds"
@@ -56,9 +57,7 @@ def validator(name: str, *args: str | Path, cwd: Path | None = None) -> subproce
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     """The output of a validator that must have passed; its whole output otherwise."""
-    assert result.returncode == 0, (
-        f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    )
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result.stdout
 
 
@@ -147,9 +146,7 @@ def test_builtin_kinds_pass_kubernetes_validate_strict(builtin_manifests):
 def test_kubernetes_validate_rejects_an_unknown_field(built, tmp_path):
     # given a Deployment with a misspelt field
     deployment = one(built["staging"], "Deployment")
-    broken = write_docs(
-        tmp_path / "broken.yaml", [{**deployment, "spec": {**deployment["spec"], "replica": 2}}]
-    )
+    broken = write_docs(tmp_path / "broken.yaml", [{**deployment, "spec": {**deployment["spec"], "replica": 2}}])
     # when
     result = validator("kubernetes-validate", "--strict", broken)
     # then
@@ -164,9 +161,7 @@ def test_flux_objects_match_their_crd_schemas(built, tmp_path):
     for index, doc in enumerate(custom):
         # when
         schema = crd_schema(doc)
-        assert schema.is_file(), (
-            f"no CRD schema for {doc['apiVersion']} {doc['kind']}: see {CRD_SCHEMAS}/README.md"
-        )
+        assert schema.is_file(), f"no CRD schema for {doc['apiVersion']} {doc['kind']}: see {CRD_SCHEMAS}/README.md"
         instance = tmp_path / f"{index}-{doc['kind']}.json"
         instance.write_text(json.dumps(doc))
         # then
@@ -287,17 +282,13 @@ def test_the_pins_reach_the_serving_container(built, env):
     assert serving["image"] == f"{IMAGE}:unreleased"
     assert config["data"] == {"MODEL_NAME": f"{DEFAULT_SLUG}-model", "MODEL_VERSION": "unreleased"}
     assert {"configMapRef": {"name": config["metadata"]["name"]}} in serving["envFrom"]
-    assert all(
-        doc["metadata"].get("namespace", doc["metadata"]["name"]) == f"{NAMESPACE}-{env}" for doc in docs
-    )
+    assert all(doc["metadata"].get("namespace", doc["metadata"]["name"]) == f"{NAMESPACE}-{env}" for doc in docs)
 
 
 def test_no_image_is_latest_or_unpinned(project, built):
     images = [c["image"] for docs in built.values() for c in containers(docs)]
     assert len(images) == 2 + 3
-    assert all(
-        re.fullmatch(rf"{IMAGE}:(unreleased|v\d+)(@sha256:[0-9a-f]{{64}})?", image) for image in images
-    )
+    assert all(re.fullmatch(rf"{IMAGE}:(unreleased|v\d+)(@sha256:[0-9a-f]{{64}})?", image) for image in images)
     (base_image,) = re.findall(r"^FROM (\S+)", (project / "docker" / "Dockerfile").read_text(), re.M)
     assert re.fullmatch(r"python:3\.1[12]\.\d+-slim-bookworm", base_image)
 
@@ -404,9 +395,7 @@ def test_backtest_script_deploys_the_candidate_and_always_cleans_up(project, tmp
     assert base64.b64decode(secret["MLFLOW_TRACKING_URI"]).decode() == "https://mlflow.example"
     assert calls[0].startswith("apply -k ") and calls[-1] == DELETE_NAMESPACE
     assert "logs of job/backtest" in (tmp_path / "reports" / "backtest-cluster-v7.log").read_text()
-    assert not list((project / "build").glob("backtest.*")), (
-        "the temporary overlay (with the secret) is removed"
-    )
+    assert not list((project / "build").glob("backtest.*")), "the temporary overlay (with the secret) is removed"
 
 
 def test_backtest_script_fails_when_the_job_fails_or_times_out(project, tmp_path):

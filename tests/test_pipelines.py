@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import DEFAULT_PACKAGE, DEFAULT_SLUG, TEMPLATE, TOOLS, VENV, render, run, tool
 
 PROVIDERS = ("github", "azure", "jenkins")
@@ -223,9 +224,7 @@ def test_github_steps_are_pinned_and_free_of_injection(projects: dict[str, Path]
         uses = [line for line in path.read_text().splitlines() if "uses:" in line]
         assert uses, path
         for line in uses:
-            assert PINNED_ACTION.match(line), (
-                f"{path.name}: not pinned to a SHA with a version comment: {line}"
-            )
+            assert PINNED_ACTION.match(line), f"{path.name}: not pinned to a SHA with a version comment: {line}"
         for job in load(path)["jobs"].values():
             for step in job["steps"]:
                 assert "${{" not in step.get("run", ""), f"{path.name}: expression inside run: {step['run']}"
@@ -424,10 +423,7 @@ def run_job(project: Path, job: dict, outputs: dict[str, dict[str, str]], base_e
     """Run a job's shell steps as the runner would (bash -e), skipping what needs the network; its outputs."""
     env = {
         **base_env,
-        **{
-            k: EXPRESSION.sub(lambda m: evaluate(m[1], outputs), str(v))
-            for k, v in job.get("env", {}).items()
-        },
+        **{k: EXPRESSION.sub(lambda m: evaluate(m[1], outputs), str(v)) for k, v in job.get("env", {}).items()},
     }
     github_output = project / ".github-output"
     github_output.write_text("")
