@@ -228,6 +228,12 @@ def test_promotion_commits_the_pins_inside_a_git_repository(client, settings):
     assert status == ""
 
 
+def test_several_approvers_from_one_gate_are_all_recorded(client, settings):
+    version = new_version(client, settings)
+    assert promote(settings, version, "staging", "carol,dave") == 0
+    assert client.get_model_version(settings.model_name, version).tags["approved_by_staging"] == "carol,dave"
+
+
 def test_rollback_returns_production_to_the_previous_version(client, settings):
     first = in_production(client, settings)
     second = new_version(client, settings, backtest_champion=first)

@@ -45,15 +45,24 @@ def release_lock(settings: Settings, environment: str) -> Iterator[None]:
         lock.unlink(missing_ok=True)
 
 
-def check_approver(approver: str, model_version: ModelVersion) -> None:
-    """A named human other than the one who trained the version (four-eyes)."""
-    if not approver.strip():
+def approver_names(approver: str) -> list[str]:
+    """The named humans behind a gate (it may report several, comma-separated)."""
+    names = [name.strip() for name in approver.split(",") if name.strip()]
+    if not names:
         raise PromotionRefused("an approver is required: the CI gate passes the identity of who approved")
-    if not APPROVER.match(approver):
-        raise PromotionRefused(f"approver {approver!r} is not a user name or email")
-    if approver.strip().lower() == model_version.tags.get("trained_by", "").strip().lower():
+    for name in names:
+        if not APPROVER.match(name):
+            raise PromotionRefused(f"approver {name!r} is not a user name or email")
+    return names
+
+
+def check_approver(approver: str, model_version: ModelVersion) -> None:
+    """At least one approver who did not train the version (four-eyes)."""
+    names = approver_names(approver)
+    trainer = model_version.tags.get("trained_by", "").strip().lower()
+    if all(name.lower() == trainer for name in names):
         raise PromotionRefused(
-            f"{approver} trained version {model_version.version!s} and cannot also approve it (four-eyes):"
+            f"{approver} trained version {model_version.version} and cannot also approve it (four-eyes):"
             " ask another reviewer"
         )
 
@@ -207,8 +216,7 @@ def rollback(settings: Settings, environment: str, approver: str = "") -> int:
             target = previous_release(client, settings.model_name, environment)
             if target is None:
                 raise PromotionRefused(f"{environment} has no earlier version to roll back to")
-            if not APPROVER.match(approver):
-                raise PromotionRefused(f"approver {approver!r} is not a user name or email")
+            approver_names(approver)
             current = registry.alias_holder(client, settings.model_name, environment)
             release(settings, client, target, environment, approver, "rollback")
             if current is not None:
