@@ -425,7 +425,7 @@ def run_job(project: Path, job: dict, outputs: dict[str, dict[str, str]], base_e
         **base_env,
         **{k: EXPRESSION.sub(lambda m: evaluate(m[1], outputs), str(v)) for k, v in job.get("env", {}).items()},
     }
-    github_output = project / ".github-output"
+    github_output = project.parent / "github-output"  # outside the checkout, like the runner's temp dir
     github_output.write_text("")
     for step in job["steps"]:
         if "run" not in step or not condition_holds(step.get("if"), env):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 
+from {{ cookiecutter.package_name }} import provenance
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.snapshot import fingerprint, load_snapshot, save_snapshot
 from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, TrainConfig, fit_and_evaluate, time_split
@@ -63,3 +66,23 @@ def test_snapshot_is_addressed_by_fingerprint_and_refuses_tampering(sales, tmp_p
     sales.head(10).to_parquet(path, index=False)
     with pytest.raises(ValueError, match="altered"):
         load_snapshot(path, data_fp)
+
+
+def test_code_is_traceable_only_from_a_clean_commit(tmp_path, monkeypatch):
+    # given a git repository with one commit
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    (tmp_path / "train.py").write_text("print('v1')\n")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "v1"]):
+        subprocess.run([*git, *args], check=True)
+    assert not provenance.git_dirty() and len(provenance.git_sha()) == 40
+    # when a new, uncommitted source file appears, the code is no longer traceable
+    (tmp_path / "features_v2.py").write_text("print('v2')\n")
+    assert provenance.git_dirty()
+    # and ignored outputs (data, stores, reports) do not count
+    (tmp_path / "features_v2.py").unlink()
+    (tmp_path / ".gitignore").write_text("mlflow.db\n")
+    subprocess.run([*git, "add", ".gitignore"], check=True)
+    subprocess.run([*git, "commit", "-qm", "ignore the store"], check=True)
+    (tmp_path / "mlflow.db").write_text("")
+    assert not provenance.git_dirty()

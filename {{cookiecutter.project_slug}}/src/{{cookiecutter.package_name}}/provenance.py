@@ -28,8 +28,8 @@ def git_sha() -> str:
 
 
 def git_dirty() -> bool:
-    """True when the working tree has uncommitted changes (or no commit at all): code not traceable."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    """True with uncommitted or untracked (not ignored) files, or no commit: the code is not traceable."""
+    status = _git("status", "--porcelain")
     return status is None or git_sha() == "none" or bool(status)
 
 
