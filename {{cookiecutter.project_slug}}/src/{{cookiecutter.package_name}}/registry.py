@@ -16,9 +16,6 @@ from mlflow.tracking import MlflowClient
 
 from {{ cookiecutter.package_name }}.settings import Settings
 
-STAGES = ("dev", "staging", "production", "archived")
-ENVIRONMENTS = ("staging", "production")
-
 
 class RegistryError(Exception):
     """A registry lookup failed in a way the user can fix; the message says how."""
