@@ -72,6 +72,14 @@ def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     yield project
 
 
+def use_rendered_package(project: Path) -> None:
+    """Import the package from this render's src/ in the test process (its dependencies come with the
+    `installed_project` fixture; an editable install made after the interpreter started is not on sys.path)."""
+    for name in [name for name in sys.modules if name.split(".")[0] == DEFAULT_PACKAGE]:
+        del sys.modules[name]
+    sys.path.insert(0, str(project / "src"))
+
+
 TOOLS = TEMPLATE / ".tools"
 
 

@@ -12,6 +12,7 @@ COMMON = {
     "src/{package}/__main__.py",
     "src/{package}/cli.py",
     "src/{package}/settings.py",
+    "src/{package}/inputs.py",
     "src/{package}/registry.py",
     "tests/test_cli.py",
 }
@@ -20,6 +21,7 @@ COMMON = {
 ML_CORE = {
     "config/train.toml",
     "config/train-worse.toml",
+    "src/{package}/contract.py",
     "src/{package}/data.py",
     "src/{package}/validation.py",
     "src/{package}/features.py",
@@ -42,6 +44,8 @@ RELEASE = {
     "src/{package}/gitops.py",
     "src/{package}/promote.py",
     "src/{package}/release_demo.py",
+    "tests/test_backtest.py",
+    "tests/test_gitops.py",
     "tests/test_promote.py",
     "bench/__init__.py",
     "bench/workspace.py",
@@ -82,11 +86,11 @@ DEPLOY = {
     "infra/backtest/run.sh",
 }
 
-# Release gates: approver from the CI system, promotions as pull requests (every provider).
+# Identities from the CI system (trainer, approver, run), promotions as pull requests (every provider).
 CI_RELEASE = {
-    "src/{package}/approvals.py",
+    "src/{package}/ci.py",
     "src/{package}/release_pr.py",
-    "tests/test_approvals.py",
+    "tests/test_ci.py",
     "tests/test_release_pr.py",
 }
 

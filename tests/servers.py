@@ -1,21 +1,28 @@
 """Real servers for server-mode tests: PostgreSQL and an MLflow tracking server, on 127.0.0.1 only.
 
-Both are started by a fixture and stopped by it; nothing outlives the test session.
+Both are started by a fixture and stopped by it; nothing outlives the test session. `KillSwitch` sits in
+front of a tracking server and kills the server's process (by PID) just before a chosen write reaches it,
+the way a crash would.
 """
 
 from __future__ import annotations
 
 import glob
+import http.client
+import http.server
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -71,49 +78,211 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+class TrackingServer:
+    """`mlflow server` on a loopback port with proxied artifacts; `pid` is the process that serves HTTP."""
+
+    def __init__(self, backend_store_uri: str, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"mlflow-server-{self.port}.log"
+        command = [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend_store_uri,
+            "--artifacts-destination", str(workdir / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # no background job workers: faster, fewer processes
+        }
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._wait_until_ready()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + 180
+        while True:
+            assert self.process.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
+                time.sleep(0.5)
+
+    @property
+    def pid(self) -> int:
+        """The uvicorn process `mlflow server` started: the one holding the socket and the store."""
+        children = _children(self.process.pid)
+        return children[0] if children else self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL the serving process by its PID, then the launcher: a crash, not a shutdown."""
+        for pid in (self.pid, self.process.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+        with suppress(ProcessLookupError):  # the serving child shares the session: nothing outlives the test
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
 @contextmanager
 def mlflow_server(backend_store_uri: str, workdir: Path) -> Iterator[str]:
     """`mlflow server` with the given backend store and proxied artifacts; yields its http URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (workdir / "mlflow-server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            backend_store_uri,
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],  # fmt: skip
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
-    )
+    server = TrackingServer(backend_store_uri, workdir)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, (workdir / "mlflow-server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow server did not start in 180 s"
-                time.sleep(1)
-        yield url
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
+
+
+class ServerForks:
+    """One warm process that forks real tracking servers in about a second (see tracking_server_fork.py)."""
+
+    def __init__(self) -> None:
+        script = Path(__file__).with_name("tracking_server_fork.py")
+        self.process = subprocess.Popen(
+            [sys.executable, "-W", "ignore", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def start(self, backend_store_uri: str, workdir: Path) -> ForkedServer:
+        return ForkedServer(self, backend_store_uri, workdir)
+
+    def fork(self, port: int, backend_store_uri: str, artifacts: Path, log: Path) -> int:
+        self.process.stdin.write(f"{port}\t{backend_store_uri}\t{artifacts}\t{log}\n")
+        self.process.stdin.flush()
+        return int(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+class ForkedServer:
+    """A tracking server forked by `ServerForks`: the same app and store as `mlflow server`; `pid` serves."""
+
+    def __init__(self, forks: ServerForks, backend_store_uri: str, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"mlflow-server-{self.port}.log"
+        self.pid = forks.fork(self.port, backend_store_uri, workdir / "artifacts", self.log_path)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                assert Path(f"/proc/{self.pid}").exists(), self.log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "forked tracking server did not answer in 60 s"
+                time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL by PID: a crash, not a shutdown."""
+        with suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        while Path(f"/proc/{self.pid}").exists():
+            time.sleep(0.05)
+
+    stop = kill
+
+
+# Requests that change the store: every method but GET, except the searches MLflow sends as POST.
+READ_ONLY_POST = re.compile(r"/(search|get|get-by-name)$")
+
+
+def is_write(method: str, path: str) -> bool:
+    return method != "GET" and not READ_ONLY_POST.search(path.split("?")[0])
+
+
+def kind_of(write: str) -> str:
+    """A write's endpoint without ids and file names: every artefact upload is one kind."""
+    method, path = write.split(" ", 1)
+    if "/mlflow-artifacts/" in path:
+        return f"{method} artifact upload"
+    return f"{method} {re.sub(r'/m-[0-9a-f]+$', '/<model id>', path)}"
+
+
+class KillSwitch:
+    """A loopback HTTP proxy to a tracking server: it records every write and, just before write number
+    `kill_at` (or the first write of kind `kill_on`) is forwarded, kills the server's process, so that
+    write and everything after it fail."""
+
+    def __init__(
+        self, server: TrackingServer | ForkedServer, kill_at: int | None = None, kill_on: str | None = None
+    ) -> None:
+        self.server, self.kill_at, self.kill_on, self.writes = server, kill_at, kill_on, []
+        self.killed = threading.Event()
+        switch = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                return
+
+            def _forward(self) -> None:
+                body = self._body()
+                if is_write(self.command, self.path):
+                    switch.writes.append(f"{self.command} {self.path.split('?')[0]}")
+                    due = len(switch.writes) == switch.kill_at or kind_of(switch.writes[-1]) == switch.kill_on
+                    if due and not switch.killed.is_set():
+                        switch.server.kill()
+                        switch.killed.set()
+                if switch.killed.is_set():  # a dead server answers nothing
+                    self.close_connection = True
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", switch.server.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "transfer-encoding")}
+                headers["Content-Length"] = str(len(body))
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                payload = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                upstream.close()
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().strip() or b"0", 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -373,7 +373,7 @@ def run_backtest_script(project: Path, tmp_path: Path, job_state: str, tracking_
         "REPORTS_DIR": str(tmp_path / "reports"),
         "BACKTEST_TIMEOUT": "0",
     }
-    result = run(["infra/backtest/run.sh", version], project, check=False, **env)
+    result = run(["infra/backtest/run.sh"], project, check=False, VERSION=version, **env)
     calls = (tmp_path / "calls.log").read_text().splitlines() if (tmp_path / "calls.log").exists() else []
     applied = documents(tmp_path / "applied.yaml") if (tmp_path / "applied.yaml").exists() else []
     return result, calls, applied

@@ -16,22 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_PACKAGE, make, project_env, render, run
+from conftest import DEFAULT_PACKAGE, make, project_env, render, run, use_rendered_package
 from servers import free_port, mlflow_server, postgres, postgres_bin
 
 pytestmark = pytest.mark.e2e
-
-EVIDENCE_TAGS = {
-    "stage",
-    "git_sha",
-    "git_dirty",
-    "data_fingerprint",
-    "data_snapshot",
-    "data_validation",
-    "data_validation_suite",
-    "trained_by",
-    "ci_run_url",
-}
 
 
 def commit_all(project: Path) -> None:
@@ -56,8 +44,12 @@ def train_twice(project: Path, **env: str) -> list[dict]:
     return [lineage(project, version, **env) for version in ("1", "2")]
 
 
-def assert_fully_evidenced(record: dict) -> None:
-    assert set(record["evidence"]) >= EVIDENCE_TAGS, EVIDENCE_TAGS - set(record["evidence"])
+def assert_fully_evidenced(record: dict, project: Path) -> None:
+    use_rendered_package(project)
+    from demand_forecast.registry import STAGE, TRAINING_EVIDENCE
+
+    required = {STAGE, *TRAINING_EVIDENCE}
+    assert set(record["evidence"]) >= required, required - set(record["evidence"])
     assert record["stage"] == "dev"
     assert record["evidence"]["data_validation"] == "passed"
     assert record["code"]["git_dirty"] == "false"
@@ -76,10 +68,10 @@ def trained(tmp_path_factory, installed_project) -> tuple[Path, list[dict]]:
 
 
 def test_two_trainings_register_two_versions_with_every_evidence_tag(trained):
-    _, records = trained
+    project, records = trained
     assert [r["version"] for r in records] == ["1", "2"]
     for record in records:
-        assert_fully_evidenced(record)
+        assert_fully_evidenced(record, project)
     assert records[0]["data"]["fingerprint"] == records[1]["data"]["fingerprint"]
     assert records[0]["metrics"] == records[1]["metrics"]  # deterministic: same data, same seed
 
@@ -177,7 +169,9 @@ def post_rows(url: str, rows) -> list[float]:
 def predict_in_process(project: Path, rows) -> list[float]:
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)  # earlier tests in this process may have pointed it elsewhere
     model = mlflow.sklearn.load_model("models:/demand-forecast-model/1")
     return [float(p) for p in model.predict(rows)]
 
@@ -194,6 +188,6 @@ def test_the_same_flow_runs_against_an_mlflow_server_on_postgresql(tmp_path, ins
     # then
     assert [r["version"] for r in records] == ["1", "2"]
     for record in records:
-        assert_fully_evidenced(record)
+        assert_fully_evidenced(record, project)
     assert "Reproduced." in reproduced.stdout
     assert not (project / "mlflow.db").exists()

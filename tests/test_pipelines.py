@@ -2,6 +2,8 @@
 
 Each provider's files are rendered once. Tests read them as data (the steps, the stage order, the gates)
 and run the validators a real repo would: actionlint, zizmor, check-jsonschema, checkov, a Groovy parser.
+The release and rollback steps read from each provider's files also run with hostile values in their
+environment, and must refuse them without running any of it.
 """
 
 from __future__ import annotations
@@ -9,29 +11,40 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
+import shutil
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import DEFAULT_PACKAGE, DEFAULT_SLUG, TEMPLATE, TOOLS, VENV, render, run, tool
+from conftest import DEFAULT_PACKAGE, DEFAULT_SLUG, TEMPLATE, TOOLS, VENV, make, render, run, tool
 
 PROVIDERS = ("github", "azure", "jenkins")
 # The release flow every provider must encode, in this order.
 RELEASE_ORDER = ("train", "image", "backtest", "staging", "production")
 PR_TARGETS = {"lint", "security", "audit", "test", "data", "data-test", "manifests"}
+# Training reads the product's real data (DATA_URI): it never runs `make data`, which writes synthetic rows.
+TRAINING_TARGETS = ["data-test", "train", "candidate"]
+# A step line is a bare make call: `make [--silent] <targets...>`. Values reach make through the step's
+# environment, never as `VAR=value` on its command line, and no `$(...)` stitches commands together.
+BARE_MAKE = re.compile(r"^make(?: --silent)?((?: [a-z][a-z0-9-]*)+)$")
+# The only other make lines: capture the candidate version once (our CLI prints it, checked), and hand the
+# evidence report to the CI system's summary file.
+CAPTURED_MAKE = (
+    re.compile(r'^version="\$\(make --silent (candidate)\)"$'),
+    re.compile(r'^make --silent (evidence) >>? "\$(?:GITHUB_STEP_SUMMARY|AGENT_TEMPDIRECTORY/evidence\.md)"$'),
+)
 # Shell lines in CI steps that are plumbing, not stage logic: hand a value to the CI system, or write a
 # credential the CI secret store holds to the file a tool reads. Anything else must be a `make` call.
 PLUMBING = (
     re.compile(r'^echo "version=\$\{version\}" >> "\$GITHUB_OUTPUT"$'),
-    re.compile(r'^echo "##vso\[task\.[a-z]+[^\]"]*\][^"]*"$'),
+    re.compile(r'^echo "##vso\[task\.[a-z]+[^\]"$]*\](?:\$\{version\}|\$AGENT_TEMPDIRECTORY/[\w.]+)"$'),
     re.compile(r"""^\(umask 077 && printf '%s' "\$KUBECONFIG_DATA" > "\$KUBECONFIG"\)$"""),
 )
-MAKE_CALL = re.compile(r"(?:^|\$\()make ([^)]*)")
 PINNED_ACTION = re.compile(r"^\s*-?\s*uses: ([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # v\d+\.\d+\.\d+$")
 
 
@@ -117,18 +130,53 @@ def cli_subcommands(project: Path) -> set[str]:
 
 
 def called_targets(script: str) -> list[str]:
-    """The make targets a script calls; fails on any line that is neither a make call nor plumbing."""
+    """The make targets a script calls; fails on any line that is not a bare make call or known plumbing."""
     targets = []
     for line in filter(None, (raw.strip() for raw in script.splitlines())):
         if any(pattern.match(line) for pattern in PLUMBING):
             continue
-        calls = MAKE_CALL.findall(line)
-        assert calls, f"not a make call or known plumbing: {line!r}"
-        assert line.startswith(("make ", 'approver="$(make ', 'version="$(make ')), f"logic in CI: {line!r}"
-        for call in calls:
-            words = shlex.split(call.split(">")[0].replace('"$(', "").replace("$(", ""))
-            targets += [w for w in words if not w.startswith("-") and "=" not in w and w != "make"]
+        match = BARE_MAKE.match(line) or next(filter(None, (p.match(line) for p in CAPTURED_MAKE)), None)
+        assert match, f"not a bare `make [--silent] <targets>` (values go in the step's environment): {line!r}"
+        targets += match.group(1).split()
     return targets
+
+
+def release_steps(provider: str, project: Path) -> list[tuple[str, str]]:
+    """(environment, script) of every shell step of the staging, production and rollback stages."""
+    if provider == "github":
+        workflows = project / ".github" / "workflows"
+        jobs = [(load(workflows / "train.yml")["jobs"][env], env) for env in ("staging", "production")]
+        jobs.append((load(workflows / "rollback.yml")["jobs"]["rollback"], "production"))
+        return [(env, step["run"]) for job, env in jobs for step in job["steps"] if "run" in step]
+    if provider == "azure":
+        pipelines = project / "azure-pipelines"
+        stages = {s["stage"]: s for s in load(pipelines / "train-release.yml")["stages"]}
+        found = [(stages[env], env) for env in ("staging", "production")]
+        found.append((load(pipelines / "rollback.yml")["stages"][0], "production"))
+        return [(env, node["script"]) for stage, env in found for node in walk(stage) if "script" in node]
+    stages = jenkins_stage_bodies((project / "Jenkinsfile").read_text())
+    names = {"Staging": "staging", "Production": "production", "Rollback production": "production"}
+    return [(env, script) for name, env in names.items() for script in JENKINS_SH.findall(stages[name])]
+
+
+def training_steps(provider: str, project: Path) -> list[str]:
+    """Scripts of the training job or stage, in order."""
+    if provider == "github":
+        job = load(project / ".github" / "workflows" / "train.yml")["jobs"]["train"]
+        return [step["run"] for step in job["steps"] if "run" in step]
+    if provider == "azure":
+        stage = load(project / "azure-pipelines" / "train-release.yml")["stages"][0]
+        return [node["script"] for node in walk(stage) if "script" in node]
+    return JENKINS_SH.findall(jenkins_stage_bodies((project / "Jenkinsfile").read_text())["Train"])
+
+
+def ci_files(provider: str, project: Path) -> list[Path]:
+    """The provider's pipeline files."""
+    if provider == "github":
+        return workflow_files(project)
+    if provider == "azure":
+        return sorted((project / "azure-pipelines").glob("*.yml"))
+    return [project / "Jenkinsfile"]
 
 
 # ---- every provider --------------------------------------------------------------------------------
@@ -157,12 +205,25 @@ def test_pr_checks_cover_every_gate(projects: dict[str, Path], provider: str) ->
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_version_resolved_once_and_approvers_read_from_ci(projects: dict[str, Path], provider: str) -> None:
-    scripts = [step.script for step in STEPS[provider](projects[provider])]
-    assert sum("make --silent candidate" in s for s in scripts) == 1
-    promotions = [s for s in scripts if "make promote" in s]
-    assert len(promotions) == 2
-    assert all('APPROVER="$approver"' in s or 'APPROVER="$(make --silent approver)"' in s for s in promotions)
-    assert sum("make release-pr" in s for s in scripts) == 3  # staging, production, rollback
+    project = projects[provider]
+    called = [t for step in STEPS[provider](project) for t in called_targets(step.script)]
+    assert called.count("candidate") == 1, "the version is resolved exactly once"
+    assert called.count("promote") == 2 and called.count("rollback") == 1
+    assert called.count("release-pr") == 3  # staging, production, rollback
+    # The CLI reads the approver from the CI system: no pipeline passes one in, or asks for one.
+    assert "approver" not in called
+    for path in ci_files(provider, project):
+        assert "APPROVER" not in path.read_text(), f"{path.name}: APPROVER must never be set in CI"
+    # Releases and rollbacks run only inside the gate of their environment.
+    gated = [t for _, script in release_steps(provider, project) for t in called_targets(script)]
+    assert sorted(t for t in gated if t != "install") == ["promote"] * 2 + ["release-pr"] * 3 + ["rollback"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_training_reads_real_data_never_synthetic(projects: dict[str, Path], provider: str) -> None:
+    # `make data` writes synthetic rows to DATA_URI: on a product's real extract that would be data loss.
+    called = [t for script in training_steps(provider, projects[provider]) for t in called_targets(script)]
+    assert [t for t in called if t != "install"] == TRAINING_TARGETS
 
 
 # ---- GitHub Actions ------------------------------------------------------------------------------------
@@ -192,18 +253,25 @@ def test_github_release_order_and_gates(projects: dict[str, Path]) -> None:
     assert github_jobs_in_order(train) == list(RELEASE_ORDER)
     for earlier, later in zip(RELEASE_ORDER, RELEASE_ORDER[1:], strict=False):
         assert earlier in _needs(train["jobs"][later]), f"{later} must wait for {earlier}"
-    for env in ("staging", "production"):
-        job = train["jobs"][env]
+    rollback = load(projects["github"] / ".github" / "workflows" / "rollback.yml")
+    gated = [(train["jobs"][env], env) for env in ("staging", "production")]
+    gated.append((rollback["jobs"]["rollback"], "production"))  # a rollback is a release
+    for job, env in gated:
         assert job["environment"] == env
         assert job["concurrency"] == {"group": f"release-{env}", "cancel-in-progress": False}
-        assert job["env"]["RELEASE_ENVIRONMENT"] == env
+        assert job["env"]["RELEASE_ENVIRONMENT"] == job["env"]["ENV"] == env
+        assert job["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
         assert job["permissions"]["actions"] == "read"  # the run approvals API
+    # Jobs that read the tracking store's secrets run in an environment (no reviewers), scoping them.
+    for job_id in ("train", "image", "backtest"):
+        assert train["jobs"][job_id]["environment"] == "training", job_id
+    assert train["jobs"]["train"]["env"]["DATA_URI"] == "${{ secrets.DATA_URI }}"
+    assert train["jobs"]["image"]["env"]["PUSH_IMAGE"] == "1"
     triggers = train[True]  # YAML 1.1 reads the key `on` as True
     assert set(triggers) == {"push", "schedule"}
     assert triggers["push"]["paths"]
     pr = load(projects["github"] / ".github" / "workflows" / "pr.yml")
     assert set(pr[True]) == {"pull_request"}
-    rollback = load(projects["github"] / ".github" / "workflows" / "rollback.yml")
     assert rollback[True] == {"workflow_dispatch": None}, "rollback takes no inputs"
 
 
@@ -253,9 +321,12 @@ def test_actionlint_reports_nothing(projects: dict[str, Path]) -> None:
     assert json.loads(result.stdout) == []
 
 
-def test_zizmor_reports_no_finding(projects: dict[str, Path]) -> None:
+@pytest.mark.parametrize("persona", ["regular", "auditor"])
+def test_zizmor_reports_no_finding(projects: dict[str, Path], persona: str) -> None:
+    # The auditor persona adds, among others, secrets used outside a GitHub environment.
+    github = str(projects["github"] / ".github")
     result = subprocess.run(
-        [tool("zizmor"), "--offline", "--format", "json", str(projects["github"] / ".github")],
+        [tool("zizmor"), "--offline", "--persona", persona, "--format", "json", github],
         capture_output=True,
         text=True,
         check=False,
@@ -274,8 +345,9 @@ def test_github_files_match_their_schemas(projects: dict[str, Path]) -> None:
 
 
 def test_checkov_fails_no_github_actions_check(projects: dict[str, Path]) -> None:
-    failed = checkov_failures(projects["github"], "github_actions")
-    assert failed == [], failed
+    scanned = checkov_results(projects["github"], "github_actions")
+    assert {Path(f).name for f in scanned} == {p.name for p in workflow_files(projects["github"])}
+    assert {f: r["failed"] for f, r in scanned.items() if r["failed"]} == {}
 
 
 # ---- Azure Pipelines -----------------------------------------------------------------------------------
@@ -302,17 +374,36 @@ def test_azure_release_order_and_gates(projects: dict[str, Path]) -> None:
     assert list(stages) == list(RELEASE_ORDER)
     for earlier, later in zip(RELEASE_ORDER, RELEASE_ORDER[1:], strict=False):
         assert earlier in stages[later]["dependsOn"], f"{later} must wait for {earlier}"
-    for env in ("staging", "production"):
-        (job,) = stages[env]["jobs"]
+    (rollback,) = load(projects["azure"] / "azure-pipelines" / "rollback.yml")["stages"]
+    gated = [(stages[env], env) for env in ("staging", "production")] + [(rollback, "production")]
+    for stage, env in gated:  # a rollback is a release: the same environment, checks and approver lookup
+        (job,) = stage["jobs"]
         assert job["environment"] == f"{DEFAULT_SLUG}-{env}", "approval checks live on the environment"
-        assert stages[env]["lockBehavior"] == "sequential"
-        assert stages[env]["variables"]["RELEASE_ENVIRONMENT"] == env
+        assert stage["lockBehavior"] == "sequential"
+        assert stage["variables"]["RELEASE_ENVIRONMENT"] == stage["variables"]["ENV"] == env
+        releasing = [n for n in walk(stage) if n.get("script") in ("make promote", "make rollback")]
+        assert releasing and all(n["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)" for n in releasing)
+    training = [n for n in walk(stages["train"]) if n.get("script") in ("make data-test", "make train")]
+    assert len(training) == 2 and all(n["env"]["DATA_URI"] == "$(DATA_URI)" for n in training)
+    assert stages["image"]["variables"]["PUSH_IMAGE"] == "1"
     assert pipeline["schedules"] and pipeline["trigger"]["paths"]["include"]
 
 
 def test_azure_secrets_are_mapped_not_inlined(projects: dict[str, Path]) -> None:
     for step in azure_steps(projects["azure"]):
         assert "$(System.AccessToken)" not in step.script and "PASSWORD)" not in step.script, step
+
+
+def test_checkov_scans_every_azure_pipeline_and_fails_none(projects: dict[str, Path], tmp_path: Path) -> None:
+    # checkov's azure_pipelines framework reads only files named *azure-pipelines.yml: scan copies so named.
+    files = sorted((projects["azure"] / "azure-pipelines").glob("*.yml"))
+    for path in files:
+        shutil.copy(path, tmp_path / f"{path.stem}-azure-pipelines.yml")
+    scanned = checkov_results(tmp_path, "azure_pipelines")
+    for path in files:
+        results = scanned.get(f"/{path.stem}-azure-pipelines.yml", {"passed": [], "failed": []})
+        assert results["passed"] or results["failed"], f"checkov scanned nothing in {path.name}"
+        assert results["failed"] == [], f"{path.name}: {results['failed']}"
 
 
 # ---- Jenkins -------------------------------------------------------------------------------------------
@@ -345,11 +436,27 @@ def test_jenkins_release_order_and_input_gates(projects: dict[str, Path]) -> Non
     order = ["PR checks", "Train", "Image", "Back-test", "Staging", "Production"]
     assert [name for name in stages if name in order] == order
     assert "changeRequest()" in stages["PR checks"]
-    for name in ("Staging", "Production", "Rollback production"):
+    gated = {"Staging": "staging", "Production": "production", "Rollback production": "production"}
+    for name, env in gated.items():  # a rollback is a release: the same gate and approver lookup
         body = stages[name]
         assert re.search(r"input \{[^}]*submitter '[\w-]+'[^}]*submitterParameter 'APPROVED_BY'", body), name
+        assert re.search(rf"environment \{{\s*ENV = '{env}'\s*RELEASE_ENVIRONMENT = '{env}'\s*\}}", body), name
         assert "lock(resource:" in body, f"{name} must hold the environment's lock"
     assert "disableConcurrentBuilds()" in text
+    train = stages["Train"]
+    assert f"DATA_URI = credentials('{DEFAULT_SLUG}-data-uri')" in train
+    # build-user-vars plugin: BUILD_USER_ID (the trainer) is set inside the wrap only.
+    assert re.search(r"wrap\(\[\$class: 'BuildUser'\]\) \{\s*sh 'make data-test'\s*sh 'make train'\s*\}", train)
+    assert re.search(r"environment \{\s*PUSH_IMAGE = '1'\s*\}", stages["Image"])
+
+
+def test_jenkins_shell_steps_are_single_quoted_literals(projects: dict[str, Path]) -> None:
+    # Groovy interpolates "double-quoted" and triple-quoted strings before the shell sees them.
+    text = re.sub(r"^\s*//.*$", "", (projects["jenkins"] / "Jenkinsfile").read_text(), flags=re.MULTILINE)
+    calls = re.findall(r"\bsh\s*\(?\s*(?:script:\s*)?(\S)", text)
+    assert calls and set(calls) == {"'"}, calls
+    assert len(calls) == len(JENKINS_SH.findall(text))
+    assert "'" * 3 not in text and '"' * 3 not in text
 
 
 # ---- validator plumbing --------------------------------------------------------------------------------
@@ -360,10 +467,11 @@ def check_jsonschema(*args: str) -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
-def checkov_failures(project: Path, framework: str) -> list[str]:
-    """IDs and files of failed checkov checks (checkov's guideline download fails offline; it still scans)."""
+def checkov_results(folder: Path, framework: str) -> dict[str, dict[str, list[str]]]:
+    """Per scanned file, the IDs of the checkov checks it passed and failed (checkov's guideline download
+    fails offline; it still scans)."""
     result = subprocess.run(
-        [tool("checkov"), "--framework", framework, "-d", str(project), "-o", "json", "--quiet", "--compact"],
+        [tool("checkov"), "--framework", framework, "-d", str(folder), "-o", "json", "--compact"],
         capture_output=True,
         text=True,
         check=False,
@@ -372,13 +480,79 @@ def checkov_failures(project: Path, framework: str) -> list[str]:
     reports = json.loads(result.stdout or "[]")
     reports = reports if isinstance(reports, list) else [reports]
     assert reports, f"checkov produced no report: {result.stderr[-2000:]}"
-    failed = []
+    scanned: dict[str, dict[str, list[str]]] = {}
     for report in reports:
-        if "results" not in report:  # an empty report: nothing of this framework was found
-            continue
-        failed += [f"{c['check_id']} {c['file_path']}" for c in report["results"]["failed_checks"]]
-    assert any("results" in r for r in reports), f"checkov scanned nothing: {result.stdout[:500]}"
-    return failed
+        for outcome in ("passed", "failed"):
+            for check in report.get("results", {}).get(f"{outcome}_checks", []):
+                scanned.setdefault(check["file_path"], {"passed": [], "failed": []})[outcome].append(check["check_id"])
+    assert scanned, f"checkov scanned nothing: {result.stdout[:500]}"
+    return scanned
+
+
+# ---- hostile values in the release steps ---------------------------------------------------------------
+
+# Values with shell or make syntax that would create {marker} if anything expanded or ran them.
+HOSTILE = (
+    ("VERSION", "1`touch {marker}`"),
+    ("VERSION", "$(touch {marker})"),
+    ("VERSION", "$(shell touch {marker})"),
+    ("ENV", "staging;touch {marker}"),
+    ("ENV", "$(shell touch {marker})"),
+    ("APPROVED_BY", "x$(touch {marker})"),
+    ("RELEASE_ENVIRONMENT", "staging\ntouch {marker}"),
+)
+# The values each release target reads from its environment (the gate's record: the Jenkins variables).
+READS = {
+    "promote": {"VERSION", "ENV", "RELEASE_ENVIRONMENT", "APPROVED_BY"},
+    "rollback": {"ENV", "RELEASE_ENVIRONMENT", "APPROVED_BY"},
+    "release-pr": {"VERSION", "ENV"},
+}
+# How each provider runs a step's script.
+SHELLS = {"github": ["bash", "-e", "-c"], "azure": ["bash", "-c"], "jenkins": ["sh", "-e", "-c"]}
+
+
+def hostile_cases(target: str) -> Iterator[dict[str, str]]:
+    """Each hostile value the target reads, one at a time; then each payload in every value make might see."""
+    for name, payload in HOSTILE:
+        if name in READS[target]:
+            yield {name: payload}
+    every_value = sorted({name for name, _ in HOSTILE} | {"APPROVER", "CONFIG", "PORT", "KUBECTL"})
+    for _, payload in HOSTILE:
+        yield dict.fromkeys(every_value, payload)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_release_steps_refuse_hostile_values(installed_project: Path, tmp_path: Path, provider: str) -> None:
+    # given the release and rollback steps as this provider's files hold them, in a fresh project
+    project = render(tmp_path / "render", ci_provider=provider)
+    steps = {script: env for env, script in release_steps(provider, project) if called_targets(script) != ["install"]}
+    assert sorted(steps) == ["make promote", "make release-pr", "make rollback"], steps
+    cases = []
+    for script, environment in steps.items():
+        # A gate approved (through Jenkins' variables: no network), and the stage's own values.
+        stage = {
+            "JENKINS_URL": "https://ci.invalid",
+            "GITHUB_ACTIONS": "",
+            "TF_BUILD": "",
+            "APPROVED_BY": "release-approver",
+            "RELEASE_ENVIRONMENT": environment,
+            "ENV": environment,
+            "VERSION": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+        (target,) = called_targets(script)
+        for templates in hostile_cases(target):
+            marker = tmp_path / f"PWNED-{len(cases)}"
+            hostile = {name: template.format(marker=marker) for name, template in templates.items()}
+            cases.append((script, marker, hostile, {**stage, **hostile}))
+    # when each step runs with hostile values in its environment (the cases run side by side)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda c: run([*SHELLS[provider], c[0]], project, check=False, **c[3]), cases))
+    # then nothing of them ran, and every step failed
+    for (script, marker, hostile, _), result in zip(cases, results, strict=True):
+        case = f"{provider}: `{script}` with {hostile}"
+        assert not marker.exists(), f"{case} ran the payload"
+        assert result.returncode != 0, f"{case} succeeded:\n{result.stdout[-2000:]}"
 
 
 # ---- the GitHub flow, run locally ----------------------------------------------------------------------
@@ -391,20 +565,20 @@ OFFLINE_SKIPS = {
     "backtest-cluster": "needs a Kubernetes cluster",
     "release-pr": "needs a git host to push the release branch to and open the pull request on",
 }
-# What the CI secret store would hold for a local run: the local registry, and no other credential.
-LOCAL_SECRETS = {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
+# The variables by which the CLI tells it runs in CI, emptied: a local run outside any CI system.
+OUTSIDE_CI = {"GITHUB_ACTIONS": "", "TF_BUILD": "", "JENKINS_URL": "", "CI": ""}
 EXPRESSION = re.compile(r"\$\{\{\s*(.+?)\s*\}\}")
 CONDITION = re.compile(r"^env\.(\w+) (==|!=) '([^']*)'$")
 
 
-def evaluate(expression: str, outputs: dict[str, dict[str, str]]) -> str:
+def evaluate(expression: str, outputs: dict[str, dict[str, str]], secrets: dict[str, str]) -> str:
     """The few GitHub expressions the workflows use, as a local run sees them."""
     if match := re.fullmatch(r"needs\.(\w+)\.outputs\.(\w+)", expression):
         return outputs[match.group(1)][match.group(2)]
     if match := re.fullmatch(r"secrets\.(\w+) != ''", expression):
-        return str(bool(LOCAL_SECRETS.get(match.group(1)))).lower()
+        return str(bool(secrets.get(match.group(1)))).lower()
     if match := re.fullmatch(r"secrets\.(\w+)", expression):
-        return LOCAL_SECRETS.get(match.group(1), "")
+        return secrets.get(match.group(1), "")
     if expression.startswith(("github.", "runner.")):
         return ""
     raise AssertionError(f"the local runner does not know the expression {expression!r}")
@@ -419,12 +593,14 @@ def condition_holds(condition: str | None, env: dict[str, str]) -> bool:
     return (env.get(name, "") == value) == (operator == "==")
 
 
-def run_job(project: Path, job: dict, outputs: dict[str, dict[str, str]], base_env: dict[str, str]) -> dict:
+def run_job(
+    project: Path, job: dict, outputs: dict[str, dict[str, str]], base_env: dict[str, str], secrets: dict[str, str]
+) -> dict:
     """Run a job's shell steps as the runner would (bash -e), skipping what needs the network; its outputs."""
-    env = {
-        **base_env,
-        **{k: EXPRESSION.sub(lambda m: evaluate(m[1], outputs), str(v)) for k, v in job.get("env", {}).items()},
+    job_env = {
+        k: EXPRESSION.sub(lambda m: evaluate(m[1], outputs, secrets), str(v)) for k, v in job.get("env", {}).items()
     }
+    env = {**base_env, **job_env}
     github_output = project.parent / "github-output"  # outside the checkout, like the runner's temp dir
     github_output.write_text("")
     for step in job["steps"]:
@@ -445,14 +621,22 @@ def test_github_flow_runs_locally_from_pr_to_production(tmp_path: Path, installe
     project = render(tmp_path, ci_provider="github")
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Initial commit"]):
         run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], project)
-    # The release gates: the approvals module reads the approver the gate recorded, here through the
-    # variable Jenkins' submitterParameter sets (GitHub's is an HTTPS API this machine cannot reach).
+    # and the product's "real" extract, written outside the checkout and outside CI (training in CI never
+    # writes data: it reads DATA_URI, a secret)
+    extract = tmp_path / "extract" / "sales.parquet"
+    make(project, "data", DATA_URI=str(extract), **OUTSIDE_CI)
+    secrets = {"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db", "DATA_URI": str(extract)}
+    # Identities come from the CI system, here through the variables Jenkins sets (GitHub's approvals are
+    # an HTTPS API this machine cannot reach): the build user who started the run trains, and the gate's
+    # submitterParameter names the approver, someone else (four-eyes).
     base_env = {
+        **OUTSIDE_CI,
         "PATH": f"{VENV / 'bin'}{os.pathsep}{TOOLS / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
         "JENKINS_URL": "https://ci.invalid",
         "APPROVED_BY": "release-approver",
     }
+    job_identity = {"train": {"BUILD_USER_ID": "model-trainer"}}
     outputs: dict[str, dict[str, str]] = {}
     # when the PR checks run, then training and release, job by job in dependency order
     workflows = project / ".github" / "workflows"
@@ -460,8 +644,9 @@ def test_github_flow_runs_locally_from_pr_to_production(tmp_path: Path, installe
         workflow = load(workflows / name)
         for job_id in github_jobs_in_order(workflow):
             print(f"--- {name} / {job_id}")
-            outputs[job_id] = run_job(project, workflow["jobs"][job_id], outputs, base_env)
-    # then the version trained once is what production runs, approved by the gate's approver
+            job_env = {**base_env, **job_identity.get(job_id, {})}
+            outputs[job_id] = run_job(project, workflow["jobs"][job_id], outputs, job_env, secrets)
+    # then the version trained once is what production runs, trained and approved by different people
     version = outputs["train"]["version"]
     assert version.isdigit()
     check = (
@@ -469,9 +654,9 @@ def test_github_flow_runs_locally_from_pr_to_production(tmp_path: Path, installe
         "from demand_forecast.settings import Settings\n"
         "s = Settings.from_env()\n"
         "v = alias_holder(connect(s), s.model_name, 'production')\n"
-        "print(v.version, v.tags.get('approved_by_production'))\n"
+        "print(v.version, v.tags.get('trained_by'), v.tags.get('approved_by_production'))\n"
     )
     holder = run([str(VENV / "bin" / "python"), "-c", check], project).stdout.split()
-    assert holder == [version, "release-approver"]
+    assert holder == [version, "model-trainer", "release-approver"]
     assert f"MODEL_VERSION={version}" in (project / "deploy" / "production" / "model.env").read_text()
     assert "No evidence report" not in (tmp_path / "summary.md").read_text()

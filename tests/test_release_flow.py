@@ -53,3 +53,26 @@ def test_git_records_every_promotion_and_the_rollback(demo):
     assert "MODEL_VERSION=3" in (project / "deploy" / "staging" / "model.env").read_text()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=True)
     assert status.stdout == ""
+
+
+def test_each_version_names_one_commit_the_run_recorded_as_its_source(demo):
+    # given the demo's three trainings, run in one process with promotion commits in between
+    from mlflow.tracking import MlflowClient
+
+    project, _ = demo
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    versions = client.search_model_versions("name = 'demand-forecast-model'")
+    assert len(versions) == 3
+    for version in versions:
+        # then the version's git_sha is the commit MLflow recorded as the run's source
+        run_tags = client.get_run(version.run_id).data.tags
+        assert version.tags["git_sha"] == run_tags["mlflow.source.git.commit"], version.version
+
+
+def test_lineage_shows_the_append_only_release_history(demo):
+    project, _ = demo
+    text = make(project, "lineage", "VERSION=1").stdout
+    assert "releases (append-only history):" in text
+    assert "rollback  production v3 -> v1  approved by bob.release-manager" in text
+    assert "promotion staging    none -> v1  approved by alice.reviewer" in text

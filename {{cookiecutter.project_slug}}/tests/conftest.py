@@ -14,6 +14,20 @@ from {{ cookiecutter.package_name }}.settings import Settings
 TODAY = date(2026, 3, 18)
 
 
+# Set by CI systems (and by make from its command line): tests set their own, so CI runs them like a laptop.
+CALLER_VARIABLES = (
+    "GITHUB_ACTIONS", "TF_BUILD", "JENKINS_URL", "RELEASE_ENVIRONMENT", "APPROVED_BY", "DATA_URI",
+    "VERSION", "ENV", "APPROVER", "CONFIG", "PORT", "TRAINED_BY", "CI_RUN_URL",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def local_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts outside CI, with no release values passed in."""
+    for name in CALLER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def sales() -> pd.DataFrame:
     """Two years of synthetic history ending in the week before TODAY."""

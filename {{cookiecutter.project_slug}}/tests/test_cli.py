@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from {{ cookiecutter.package_name }}.cli import main
 
 
@@ -16,3 +18,46 @@ def test_settings_prints_the_model_name_and_tracking_store(capsys, monkeypatch):
     assert code == 0
     assert printed["model_name"] == "{{ cookiecutter.model_name }}"
     assert printed["tracking_uri"] == "sqlite:///elsewhere.db"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["promote"], {"VERSION": "1\n", "ENV": "staging"}, "VERSION='1\\n' is not a registry version"),
+        (["promote"], {"VERSION": "1", "ENV": "Staging"}, "ENV='Staging' is not a release environment"),
+        (["backtest"], {}, "VERSION is required"),
+        (["serve"], {"VERSION": "1", "PORT": "80 "}, "PORT='80 ' is not a TCP port"),
+        (["train"], {"CONFIG": "../secrets.toml"}, "is not a relative path to a .toml file"),
+        (["pinned"], {"ENV": "production\nstaging"}, "is not a release environment"),
+    ],
+)
+def test_bad_values_stop_a_command_in_one_line_before_it_touches_anything(
+    capsys, monkeypatch, argv, env, message
+):
+    for name in ("VERSION", "ENV", "PORT", "CONFIG", "APPROVER"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(argv) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.count("\n") == 1 and message in printed.err
+
+
+def test_in_ci_the_synthetic_generator_never_overwrites_real_data(capsys, monkeypatch, tmp_path):
+    real = tmp_path / "extract.parquet"
+    real.write_bytes(b"the team's real extract")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("DATA_URI", str(real))
+    assert main(["generate-data"]) == 1
+    assert real.read_bytes() == b"the team's real extract"
+    assert "never overwrites it" in capsys.readouterr().out
+
+
+def test_in_ci_training_without_data_uri_stops_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+    monkeypatch.delenv("DATA_URI", raising=False)
+    assert main(["train"]) == 1
+    printed = capsys.readouterr().out
+    assert printed == "Training refused: DATA_URI is not set; in CI training reads your real data from it.\n"

@@ -1,12 +1,14 @@
-"""Promotion moves a version one stage at a time, only on evidence and a second person's approval.
+"""Promotion and rollback move a version only on evidence and a second person's approval.
 
-Every refusal leaves the registry and deploy/ exactly as they were.
+Every refusal leaves the registry and deploy/ exactly as they were; an interrupted release is completed by
+re-running it; the release history only grows.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +22,21 @@ from {{ cookiecutter.package_name }}.promote import promote, rollback
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 GOOD_EVIDENCE = {
     "stage": "dev",
-    "data_validation": "passed",
-    "backtest_verdict": "passed",
-    "backtest_champion": "none",
     "git_sha": "0123456789abcdef0123456789abcdef01234567",
     "git_dirty": "false",
+    "data_fingerprint": "f" * 64,
+    "data_snapshot": "/snapshots/f.parquet",
+    "data_validation": "passed",
+    "data_validation_suite": "raw_sales",
     "trained_by": "carol",
+    "ci_run_url": "local",
+    "config": "config/train.toml",
+    "backtest_champion": "none",
+    "backtest_wape": "0.1",
+    "backtest_champion_wape": "none",
+    "backtest_report": "backtest/backtest-v1.md",
+    "backtest_at": "2026-03-18T00:00:00+00:00",
+    "backtest_verdict": "passed",
 }
 
 
@@ -47,11 +58,15 @@ def new_version(client, settings, **evidence: str) -> str:
     """A registered version carrying the given evidence (the real model is irrelevant to promotion)."""
     with mlflow.start_run() as run:
         mlflow.log_text("placeholder", "model/MLmodel")
+    tags = {key: value for key, value in {**GOOD_EVIDENCE, **evidence}.items() if value is not None}
     version = client.create_model_version(
-        settings.model_name, f"{run.info.artifact_uri}/model", run.info.run_id
+        settings.model_name, f"{run.info.artifact_uri}/model", run.info.run_id, tags=tags
     )
-    registry.set_evidence(client, settings.model_name, version.version, {**GOOD_EVIDENCE, **evidence})
     return str(version.version)
+
+
+def history(client, settings) -> list[dict]:
+    return registry.release_history(registry.model_tags(client, settings.model_name))
 
 
 def registry_state(client, settings) -> tuple:
@@ -95,9 +110,15 @@ def refuse_already_there(client, settings):
 
 
 def refuse_missing_data_gate(client, settings):
-    version = new_version(client, settings)
-    client.delete_model_version_tag(settings.model_name, version, "data_validation")
-    return version, "staging", "dave"
+    return new_version(client, settings, data_validation=None), "staging", "dave"
+
+
+def refuse_unknown_trainer(client, settings):
+    return new_version(client, settings, trained_by=None), "staging", "dave"
+
+
+def refuse_half_written_backtest(client, settings):
+    return new_version(client, settings, backtest_champion=None), "staging", "dave"
 
 
 def refuse_failed_data_gate(client, settings):
@@ -105,9 +126,7 @@ def refuse_failed_data_gate(client, settings):
 
 
 def refuse_missing_backtest(client, settings):
-    version = new_version(client, settings)
-    client.delete_model_version_tag(settings.model_name, version, "backtest_verdict")
-    return version, "staging", "dave"
+    return new_version(client, settings, backtest_verdict=None), "staging", "dave"
 
 
 def refuse_failed_backtest(client, settings):
@@ -131,6 +150,27 @@ def refuse_own_approval(client, settings):
     return new_version(client, settings), "staging", "Carol"
 
 
+def refuse_own_approval_in_other_form(client, settings):
+    return new_version(client, settings), "staging", "\uff23arol  "  # fullwidth C: NFKC makes it Carol
+
+
+def refuse_look_alike_approver(client, settings):
+    return new_version(client, settings), "staging", "c\u0430rol"  # a Cyrillic a inside a Latin name
+
+
+def refuse_staging_alias_moved_outside_the_gate(client, settings):
+    version = new_version(client, settings)
+    client.set_registered_model_alias(settings.model_name, "staging", version)
+    return version, "production", "erin"
+
+
+def refuse_uncommitted_edit_in_the_environment(client, settings):
+    init_git(settings.deploy_dir)
+    kustomization = settings.deploy_dir / "staging" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + "# a local experiment\n")
+    return new_version(client, settings), "staging", "dave"
+
+
 def refuse_dirty_tree_in_production(client, settings):
     version = new_version(client, settings, git_dirty="true")
     assert promote(settings, version, "staging", "dave") == 0
@@ -152,7 +192,9 @@ ILLEGAL = {
     refuse_archived: "is archived and cannot be promoted",
     refuse_skipping_staging: "is not in staging",
     refuse_already_there: "is already in staging",
-    refuse_missing_data_gate: "data_validation=missing",
+    refuse_missing_data_gate: "missing evidence: data_validation",
+    refuse_unknown_trainer: "has no trainer on record",
+    refuse_half_written_backtest: "incomplete back-test record (missing: backtest_champion)",
     refuse_failed_data_gate: "data_validation=failed",
     refuse_missing_backtest: "has not been back-tested",
     refuse_failed_backtest: "failed its back-test",
@@ -160,6 +202,10 @@ ILLEGAL = {
     refuse_empty_approver: "an approver is required",
     refuse_bad_approver: "is not a user name or email",
     refuse_own_approval: "four-eyes",
+    refuse_own_approval_in_other_form: "four-eyes",
+    refuse_look_alike_approver: "mixes CYRILLIC and LATIN letters",
+    refuse_staging_alias_moved_outside_the_gate: "without a staging approval on record",
+    refuse_uncommitted_edit_in_the_environment: "has uncommitted changes (staging/kustomization.yaml)",
     refuse_dirty_tree_in_production: "dirty working tree",
     refuse_concurrent_release: "another release to staging is in progress",
     refuse_broken_pins: "needs kustomization.yaml and model.env",
@@ -208,12 +254,19 @@ def test_production_takes_the_staging_version_and_archives_the_old_champion(clie
     assert client.get_model_version(settings.model_name, champion).tags["stage"] == "archived"
 
 
+def git_in(folder: Path) -> list[str]:
+    return ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+
+
+def init_git(folder: Path) -> None:
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "initial"]):
+        subprocess.run([*git_in(folder), *args], check=True)
+
+
 def test_promotion_commits_the_pins_inside_a_git_repository(client, settings):
     # given deploy/ under git
-    git = ["git", "-C", str(settings.deploy_dir), "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "initial"], check=True)
+    init_git(settings.deploy_dir)
+    git = git_in(settings.deploy_dir)
     version = new_version(client, settings)
     # when
     assert promote(settings, version, "staging", "dave") == 0
@@ -239,19 +292,108 @@ def test_rollback_returns_production_to_the_previous_version(client, settings):
     second = new_version(client, settings, backtest_champion=first)
     assert promote(settings, second, "staging", "dave") == 0
     assert promote(settings, second, "production", "erin") == 0
-    # when
-    assert rollback(settings, "production", "erin") == 0
+    # when the gate's reviewer (not the trainer) approves the rollback
+    assert rollback(settings, "production", "grace") == 0
     # then
     assert str(client.get_model_version_by_alias(settings.model_name, "production").version) == first
     assert f"MODEL_VERSION={first}\n" in (settings.deploy_dir / "production" / "model.env").read_text()
-    rolled_back = client.get_model_version(settings.model_name, second).tags
-    assert rolled_back["stage"] == "staging"  # staging's pins still run it
-    assert rolled_back["rolled_back_from_production"] == first
+    assert client.get_model_version(settings.model_name, second).tags["stage"] == "staging"  # still there
+    restored = client.get_model_version(settings.model_name, first).tags
+    assert restored["approved_by_production"] == "erin"  # the original approval is never overwritten
+    entries = [
+        (e["action"], e["environment"], e["from_version"], e["version"]) for e in history(client, settings)
+    ]
+    assert entries == [
+        ("promotion", "staging", "none", first),
+        ("promotion", "production", "none", first),
+        ("promotion", "staging", first, second),
+        ("promotion", "production", first, second),
+        ("rollback", "production", second, first),
+    ]
+    assert history(client, settings)[-1]["approved_by"] == "grace"
 
 
 def test_rollback_without_history_is_refused(client, settings, capsys):
     assert rollback(settings, "production", "erin") == 1
-    assert "no earlier version to roll back to" in capsys.readouterr().out
+    assert "no earlier release to roll back to" in capsys.readouterr().out
+
+
+def two_production_releases(client, settings, **first_evidence: str) -> tuple[str, str]:
+    first = new_version(client, settings, **first_evidence)
+    assert promote(settings, first, "staging", "dave") == 0
+    assert promote(settings, first, "production", "erin") == 0
+    second = new_version(client, settings, backtest_champion=first)
+    assert promote(settings, second, "staging", "dave") == 0
+    assert promote(settings, second, "production", "erin") == 0
+    return first, second
+
+
+def test_rollback_is_refused_to_the_trainer_of_the_restored_version(client, settings, capsys):
+    two_production_releases(client, settings)
+    before = registry_state(client, settings), deploy_state(settings)
+    assert rollback(settings, "production", "CAROL") == 1
+    assert "four-eyes" in capsys.readouterr().out
+    assert (registry_state(client, settings), deploy_state(settings)) == before
+
+
+def test_rollback_rechecks_the_evidence_of_the_restored_version(client, settings, capsys):
+    first, _ = two_production_releases(client, settings)
+    client.set_model_version_tag(settings.model_name, first, "data_validation", "failed")
+    assert rollback(settings, "production", "grace") == 1
+    assert "data_validation=failed" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias(settings.model_name, "production").version) != first
+
+
+def test_an_interrupted_promotion_is_completed_by_rerunning_it(client, settings, monkeypatch, capsys):
+    # given a promotion whose process dies right after the alias moved (before the approval record)
+    version = new_version(client, settings)
+    real_set_evidence = registry.set_evidence
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(registry, "set_evidence", die)
+    with pytest.raises(KeyboardInterrupt):
+        promote(settings, version, "staging", "dave")
+    monkeypatch.setattr(registry, "set_evidence", real_set_evidence)
+    assert str(client.get_model_version_by_alias(settings.model_name, "staging").version) == version
+    # then another release to staging is refused with the exact repair step
+    other = new_version(client, settings)
+    assert promote(settings, other, "staging", "dave") == 1
+    assert f"complete it first with `make promote VERSION={version} ENV=staging`" in capsys.readouterr().out
+    # and re-running the same command completes it, with the approval record and one history entry
+    assert promote(settings, version, "staging", "dave") == 0
+    promoted = client.get_model_version(settings.model_name, version).tags
+    assert promoted["approved_by_staging"] == "dave" and promoted["stage"] == "staging"
+    assert [entry["version"] for entry in history(client, settings)] == [version]
+    assert not any(
+        key.startswith("release_pending.") for key in registry.model_tags(client, settings.model_name)
+    )
+
+
+def test_release_commit_holds_only_the_pins_and_leaves_other_edits_alone(client, settings):
+    # given deploy/ under git with an unrelated local edit in another environment's folder
+    init_git(settings.deploy_dir)
+    neighbour = settings.deploy_dir / "production" / "model.env"
+    neighbour.write_text(neighbour.read_text() + "# not mine\n")
+    version = new_version(client, settings)
+    # when
+    assert promote(settings, version, "staging", "dave") == 0
+    # then the commit changed exactly the staging pins, and the edit is still uncommitted
+    changed = subprocess.run(
+        [*git_in(settings.deploy_dir), "show", "--name-only", "--format=", "HEAD"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(changed) == ["staging/kustomization.yaml", "staging/model.env"]
+    assert neighbour.read_text().endswith("# not mine\n")
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(client, settings):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (settings.deploy_dir / ".staging.lock").write_text(f"{socket.gethostname()} {dead.stdout.strip()}\n")
+    assert promote(settings, new_version(client, settings), "staging", "dave") == 0
 
 
 def test_concurrent_promotions_to_one_environment_let_exactly_one_win(client, settings):
@@ -267,7 +409,7 @@ def test_concurrent_promotions_to_one_environment_let_exactly_one_win(client, se
     command = [sys.executable, "-m", "{{ cookiecutter.package_name }}", "promote", "--version", version, "--to", "staging"]
     # when
     racers = [
-        subprocess.Popen([*command, "--approver", who], env=env, stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(command, env={**env, "APPROVER": who}, stdout=subprocess.PIPE, text=True)
         for who in ("dave", "frank")
     ]
     codes = [racer.wait(timeout=120) for racer in racers]

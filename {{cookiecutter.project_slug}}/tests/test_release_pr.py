@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from {{ cookiecutter.package_name }}.approvals import ApprovalError
+from {{ cookiecutter.package_name }}.ci import ApprovalError
 from {{ cookiecutter.package_name }}.release_pr import ReleasePrError, open_release_pr
 
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+from dataclasses import asdict
 
+import mlflow
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package_name }} import provenance
+from {{ cookiecutter.package_name }} import provenance, registry
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.snapshot import fingerprint, load_snapshot, save_snapshot
-from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, TrainConfig, fit_and_evaluate, time_split
+from {{ cookiecutter.package_name }}.train import (
+    CONFIG_ARTIFACT,
+    DEFAULT_CONFIG,
+    TrainConfig,
+    fit_and_evaluate,
+    time_split,
+)
 
 FAST = TrainConfig(seed=7, test_weeks=8, model={"max_iter": 20, "learning_rate": 0.1})
 
@@ -45,10 +54,29 @@ def test_model_beats_a_naive_mean_forecast(sales):
     assert result.metrics["wape"] < 0.5 * naive["wape"]
 
 
-def test_config_survives_the_round_trip_through_logged_params():
-    config = TrainConfig.from_toml(DEFAULT_CONFIG)
-    logged = {key: str(value) for key, value in config.as_params().items()}
-    assert TrainConfig.from_params(logged) == config
+def test_config_with_string_bool_and_number_parameters_survives_the_round_trip(
+    sales, settings, tmp_path, blank_store
+):
+    # given a config whose model parameters are a string, a bool, a float and an int
+    path = tmp_path / "train.toml"
+    path.write_text(
+        'seed = 3\ntest_weeks = 8\n[model]\nloss = "poisson"\nearly_stopping = false\n'
+        "learning_rate = 0.2\nmax_iter = 15\n"
+    )
+    config = TrainConfig.from_toml(path)
+    # when it is logged with a run and read back the way `reproduce` reads it
+    shutil.copy(blank_store, settings.tracking_uri.removeprefix("sqlite:///"))
+    registry.connect(settings)
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("round-trip", (tmp_path / "art").as_uri()))
+    with mlflow.start_run() as run:
+        mlflow.log_dict(asdict(config), CONFIG_ARTIFACT)
+    restored = TrainConfig.from_dict(mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{CONFIG_ARTIFACT}"))
+    # then every value keeps its type, and it trains the same model
+    assert restored == config
+    assert restored.model["early_stopping"] is False and restored.model["loss"] == "poisson"
+    np.testing.assert_array_equal(
+        fit_and_evaluate(sales, restored).predictions, fit_and_evaluate(sales, config).predictions
+    )
 
 
 def test_fingerprint_follows_content_not_row_order_of_storage(sales, tmp_path):

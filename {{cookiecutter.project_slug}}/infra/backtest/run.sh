@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Back-test a registry version in an ephemeral namespace of the current kube context:
-#   infra/backtest/run.sh N        (or `make backtest-cluster VERSION=N`)
+#   VERSION=N infra/backtest/run.sh        (or `make backtest-cluster VERSION=N`)
 # Applies infra/backtest with the image tag v<N> and MODEL_VERSION=N, waits for the replay Job, writes the
 # logs to reports/, and deletes the namespace whatever happens. Exit status: the Job's (0 = completed).
 # Environment: MLFLOW_TRACKING_URI (a server the cluster reaches; required) and the optional
@@ -8,9 +8,9 @@
 # Secret; IMAGE_REPOSITORY, IMAGE_DIGEST, BACKTEST_TIMEOUT (seconds), KUBECTL, REPORTS_DIR.
 set -euo pipefail
 
-version="${1:-}"
-if [[ ! "$version" =~ ^[0-9]+$ ]]; then
-  echo "usage: $0 VERSION (a registry version number, e.g. the output of \`make candidate\`)" >&2
+version="${VERSION:-}"
+if [[ ! "$version" =~ ^[1-9][0-9]{0,8}$ ]]; then
+  echo "VERSION must be a registry version number (e.g. the output of \`make candidate\`): usage VERSION=N $0" >&2
   exit 2
 fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -148,6 +148,13 @@ def run_backtest(
 
     client = registry.connect(settings)
     candidate_version = registry.get_version(client, settings.model_name, version)
+    missing = registry.missing_evidence(candidate_version, registry.TRAINING_EVIDENCE)
+    if missing:
+        print(
+            f"Back-test refused: version {version} is incomplete (missing evidence: {', '.join(missing)}):"
+            " its training did not finish; train a new version with `make train`"
+        )
+        return 1
     champion_version = registry.alias_holder(client, settings.model_name, CHAMPION_ALIAS)
     champion_number = (
         str(champion_version.version)
@@ -172,19 +179,21 @@ def run_backtest(
     window_plot(candidate, champion, plot)
     client.log_artifact(candidate_version.run_id, str(report), "backtest")
     client.log_artifact(candidate_version.run_id, str(plot), "backtest")
+    # The old verdict goes first and the new one last: an interrupted write never reads as passed.
+    if "backtest_verdict" in candidate_version.tags:
+        client.delete_model_version_tag(settings.model_name, version, "backtest_verdict")
+    champion_wape = "none" if verdict.champion_wape is None else f"{verdict.champion_wape:.6f}"
     registry.set_evidence(
         client,
         settings.model_name,
         version,
         {
-            "backtest_verdict": "passed" if verdict.passed else "failed",
             "backtest_champion": champion_number or "none",
             "backtest_wape": f"{verdict.candidate_wape:.6f}",
-            "backtest_champion_wape": "none"
-            if verdict.champion_wape is None
-            else f"{verdict.champion_wape:.6f}",
+            "backtest_champion_wape": champion_wape,
             "backtest_report": f"backtest/{report.name}",
             "backtest_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "backtest_verdict": "passed" if verdict.passed else "failed",
         },
     )
     print(report.read_text())

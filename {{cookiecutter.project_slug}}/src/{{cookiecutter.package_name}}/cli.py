@@ -1,7 +1,9 @@
 """Command-line entry point: one subcommand per pipeline stage.
 
 CI runs these through `make <target>`; each subcommand calls the entry function of one stage module.
-Stage modules are imported only when their subcommand runs, so `--help` stays fast.
+Values come from options or from the environment (VERSION, ENV, APPROVER, CONFIG, PORT: what `make` passes
+on) and are checked whole by `inputs` before anything else. Stage modules are imported only when their
+subcommand runs, after its values are checked, so `--help` and a refusal stay fast.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 
-from {{ cookiecutter.package_name }} import __version__
+from {{ cookiecutter.package_name }} import __version__, inputs
 from {{ cookiecutter.package_name }}.settings import Settings
 
 
@@ -31,27 +32,32 @@ def generate_data(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def validate_data(settings: Settings, args: argparse.Namespace) -> int:
+    config_path = inputs.config(args.config)
+    from {{ cookiecutter.package_name }}.train import TrainConfig
     from {{ cookiecutter.package_name }}.validation import validate_data
 
-    return validate_data(settings)
+    return validate_data(settings, TrainConfig.from_toml(config_path).min_series_weeks)
 
 
 def train(settings: Settings, args: argparse.Namespace) -> int:
+    config_path = inputs.config(args.config)
     from {{ cookiecutter.package_name }}.train import train
 
-    return train(settings, args.config)
+    return train(settings, config_path)
 
 
 def lineage(settings: Settings, args: argparse.Namespace) -> int:
+    version = inputs.version(args.version, required=False)
     from {{ cookiecutter.package_name }}.lineage import show_lineage
 
-    return show_lineage(settings, args.version, as_json=args.json)
+    return show_lineage(settings, version, as_json=args.json)
 
 
 def reproduce(settings: Settings, args: argparse.Namespace) -> int:
+    version = inputs.version(args.version)
     from {{ cookiecutter.package_name }}.reproduce import reproduce
 
-    return reproduce(settings, args.version)
+    return reproduce(settings, version)
 
 
 def candidate(settings: Settings, args: argparse.Namespace) -> int:
@@ -66,46 +72,68 @@ def candidate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def backtest(settings: Settings, args: argparse.Namespace) -> int:
+    version = inputs.version(args.version)
     from {{ cookiecutter.package_name }}.backtest import run_backtest
 
-    return run_backtest(settings, args.version, args.candidate_url, args.champion_url)
+    return run_backtest(settings, version, args.candidate_url, args.champion_url)
 
 
 def promote(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.ci import release_approvers
     from {{ cookiecutter.package_name }}.promote import promote
 
-    return promote(settings, args.version, args.to, args.approver)
+    version, environment = inputs.version(args.version), inputs.environment(args.to)
+    return promote(settings, version, environment, ",".join(release_approvers(os.environ, environment)))
 
 
 def rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.ci import release_approvers
     from {{ cookiecutter.package_name }}.promote import rollback
 
-    return rollback(settings, args.to, args.approver)
+    environment = inputs.environment(args.to)
+    return rollback(settings, environment, ",".join(release_approvers(os.environ, environment)))
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> int:
+    version, port = inputs.version(args.version), inputs.port(args.port)
     from {{ cookiecutter.package_name }}.serve import serve_version
 
-    return serve_version(settings, args.version, args.port)
+    return serve_version(settings, version, port)
 
 
 def image(settings: Settings, args: argparse.Namespace) -> int:
+    version = inputs.version(args.version)
     from {{ cookiecutter.package_name }}.image import build_image
 
-    return build_image(settings, args.version)
+    return build_image(settings, version)
 
 
 def approver(settings: Settings, args: argparse.Namespace) -> int:
-    from {{ cookiecutter.package_name }}.approvals import resolve_approver
+    from {{ cookiecutter.package_name }}.ci import resolve_approver
 
     print(resolve_approver(os.environ))
     return 0
 
 
+def pinned(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.gitops import read_pins
+
+    print(read_pins(settings.deploy_dir / inputs.environment(args.env)).model_version)
+    return 0
+
+
 def release_pr(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.gitops import read_pins
     from {{ cookiecutter.package_name }}.release_pr import open_release_pr
 
-    print(open_release_pr(args.env, args.version, os.environ))
+    environment = inputs.environment(args.env)
+    version = inputs.version(args.version, required=False)
+    pins = read_pins(settings.deploy_dir / environment)
+    if version is not None and version != pins.model_version:
+        raise inputs.InputError(
+            f"VERSION={version} but deploy/{environment}/ pins version {pins.model_version}: promote it first"
+        )
+    print(open_release_pr(environment, pins.model_version, os.environ))
     return 0
 
 
@@ -127,52 +155,81 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("settings", show_settings, "print the resolved settings")
     command("generate-data", generate_data, "write the synthetic example data set to DATA_URI")
-    command("validate-data", validate_data, "run the Great Expectations data gate on DATA_URI")
+    # Each option falls back to the environment variable make passes on (named in its help).
+    version_help = "registry version number (default: $VERSION)"
+    config_help = "training parameters, TOML (default: $CONFIG or config/train.toml)"
+    command("validate-data", validate_data, "run the Great Expectations data gate on DATA_URI").add_argument(
+        "--config", help=config_help
+    )
     command("train", train, "gate the data, train, log to MLflow, register a version").add_argument(
-        "--config", type=Path, default=Path("config/train.toml"), help="training parameters (TOML)"
+        "--config", help=config_help
     )
     lineage_parser = command("lineage", lineage, "show what a version was built from and its evidence")
-    lineage_parser.add_argument("--version", help="registry version (default: the newest)")
+    lineage_parser.add_argument("--version", help="registry version (default: $VERSION, else the newest)")
     lineage_parser.add_argument("--json", action="store_true", help="machine-readable output")
     command("reproduce", reproduce, "retrain a version from its snapshot and compare").add_argument(
-        "--version", required=True
+        "--version", help=version_help
     )
-    command("candidate", candidate, "print the newest registered version number")
+    command("candidate", candidate, "print the newest completely evidenced version number")
     backtest_parser = command(
         "backtest", backtest, "replay history through candidate and champion; record verdict"
     )
-    backtest_parser.add_argument("--version", required=True)
+    backtest_parser.add_argument("--version", help=version_help)
     backtest_parser.add_argument(
         "--candidate-url", help="score against this running server instead of starting one"
     )
     backtest_parser.add_argument("--champion-url", help="the champion's running server, if any")
+    # The approver is never an option: the CI gate supplies it, or APPROVER outside CI (see `ci`).
     promote_parser = command("promote", promote, "promote a version to staging or production")
-    promote_parser.add_argument("--version", required=True)
-    promote_parser.add_argument("--to", required=True, choices=["staging", "production"])
-    promote_parser.add_argument("--approver", required=True, help="who approved (from the CI gate)")
-    rollback_parser = command("rollback", rollback, "return an environment to its previous version")
-    rollback_parser.add_argument("--to", required=True, choices=["staging", "production"])
-    rollback_parser.add_argument(
-        "--approver", default="", help="who approved (default: the current identity)"
-    )
+    promote_parser.add_argument("--version", help=version_help)
+    promote_parser.add_argument("--to", help="staging or production (default: $ENV)")
+    rollback_parser = command("rollback", rollback, "return an environment to its previous release")
+    rollback_parser.add_argument("--to", help="staging or production (default: $ENV)")
     serve_parser = command(
         "serve", serve, "serve a registry version with MLflow's scoring server on 127.0.0.1"
     )
-    serve_parser.add_argument("--version", required=True)
-    serve_parser.add_argument("--port", type=int, default=5001)
+    serve_parser.add_argument("--version", help=version_help)
+    serve_parser.add_argument("--port", help="TCP port (default: $PORT or 5001)")
     command("image", image, "build (and push) the serving image of a version").add_argument(
-        "--version", required=True
+        "--version", help=version_help
     )
     command("approver", approver, "print the approver of the current CI gate")
-    release_pr_parser = command(
-        "release-pr", release_pr, "open a pull request with the promotion's manifest change"
+    command("pinned", pinned, "print the model version deploy/<env>/ pins").add_argument(
+        "--env", help="staging or production (default: $ENV)"
     )
-    release_pr_parser.add_argument("--env", required=True, choices=["staging", "production"])
-    release_pr_parser.add_argument("--version", required=True)
+    release_pr_parser = command(
+        "release-pr", release_pr, "open a pull request with the release's manifest change"
+    )
+    release_pr_parser.add_argument("--env", help="staging or production (default: $ENV)")
+    release_pr_parser.add_argument("--version", help="must be what deploy/<env>/ pins (default: it)")
     command("release-demo", release_demo, "run the whole local release flow and print a summary")
     return parser
 
 
+def _store_failure(error: Exception) -> bool:
+    """Errors raised by MLflow or its HTTP client: the tracking store failed underneath a command."""
+    return type(error).__module__.split(".")[0] in ("mlflow", "requests", "urllib3")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; a refusal or a failing store ends it with one line, never a traceback."""
+    from {{ cookiecutter.package_name }}.ci import ApprovalError
+    from {{ cookiecutter.package_name }}.registry import RegistryError
+
     args = build_parser().parse_args(argv)
-    return args.handler(Settings.from_env(), args)
+    settings = Settings.from_env()
+    try:
+        return args.handler(settings, args)
+    except (inputs.InputError, ApprovalError, RegistryError) as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return 2 if isinstance(error, inputs.InputError) else 1
+    except Exception as error:
+        if not _store_failure(error):
+            raise
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        print(
+            f"{args.command}: the tracking store {settings.tracking_uri} failed: {first_line} — check that it"
+            " is up and re-run the same command (it completes or refuses; nothing is half-released)",
+            file=sys.stderr,
+        )
+        return 1

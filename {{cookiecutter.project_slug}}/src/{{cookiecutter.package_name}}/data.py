@@ -1,33 +1,38 @@
-"""Example data: weekly unit sales per store x product category.
+"""Example data: SYNTHETIC weekly unit sales per store x product category.
 
-The generator is SYNTHETIC: it exists so the template runs end to end on a laptop. Plug in your own data by
-pointing DATA_URI at a Parquet file (a local path or anything fsspec can read, e.g. s3://...), produced by
-your own extraction job, with the columns listed in COLUMNS.
+The generator exists so the template runs end to end on a laptop; what real data must look like is the data
+contract in `contract.py`. TODO: plug in your own data there (and via DATA_URI), not here.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }} import ci
+from {{ cookiecutter.package_name }}.contract import (
+    CATEGORIES,
+    COLUMNS,
+    KEY_COLUMNS,
+    TARGET,
+    WEEK_START_DAY,
+    load_sales,  # noqa: F401 - re-exported: callers still import it from here
+)
+from {{ cookiecutter.package_name }}.settings import Settings, variable
 
-KEY_COLUMNS = ["store_id", "category", "week_start"]
-TARGET = "units_sold"
-COLUMNS = [*KEY_COLUMNS, "price", "discount", "promo", "holiday", TARGET]
-CATEGORIES = ("beverages", "bakery", "dairy", "produce", "household")
 STORES = tuple(f"S{number:02d}" for number in range(1, 9))
 HISTORY_WEEKS = 156
 SEED = 20240101
 
 
 def newest_complete_week(today: date) -> date:
-    """The Monday starting the last full week before `today`."""
-    this_monday = today - timedelta(days=today.weekday())
-    return this_monday - timedelta(weeks=1)
+    """The start of the last full week before `today` (weeks start on the contract's WEEK_START_DAY)."""
+    this_week = today - timedelta(days=(today.weekday() - WEEK_START_DAY) % 7)
+    return this_week - timedelta(weeks=1)
 
 
 def generate_sales(end_week: date, weeks: int = HISTORY_WEEKS, seed: int = SEED) -> pd.DataFrame:
@@ -65,13 +70,14 @@ def generate_sales(end_week: date, weeks: int = HISTORY_WEEKS, seed: int = SEED)
     return grid[COLUMNS]
 
 
-def load_sales(uri: str) -> pd.DataFrame:
-    """Read the raw training data from a local path or any fsspec URL."""
-    return pd.read_parquet(uri)
-
-
 def generate_data(settings: Settings, today: date | None = None) -> int:
-    """Entry point of `make data`: write the synthetic data set to DATA_URI."""
+    """Entry point of `make data`: write the synthetic data set to DATA_URI (never over real data in CI)."""
+    if ci.in_ci(os.environ) and variable("DATA_URI") is not None:
+        print(
+            "Refused: in CI, DATA_URI names your real data and the SYNTHETIC generator never overwrites it;"
+            " pipelines run `make data-test train` on it instead."
+        )
+        return 1
     frame = generate_sales(newest_complete_week(today or date.today()))
     target = Path(settings.data_uri)
     target.parent.mkdir(parents=True, exist_ok=True)

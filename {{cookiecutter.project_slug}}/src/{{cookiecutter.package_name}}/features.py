@@ -41,9 +41,9 @@ def build_pipeline(model_params: dict[str, Any], seed: int) -> Pipeline:
         ],
         verbose_feature_names_out=False,
     )
-    model = HistGradientBoostingRegressor(
-        **model_params, categorical_features=[0, 1], random_state=seed, early_stopping=False
-    )
+    # Deterministic by default (no validation split); the config may still choose otherwise.
+    params = {"early_stopping": False, **model_params}
+    model = HistGradientBoostingRegressor(**params, categorical_features=[0, 1], random_state=seed)
     return Pipeline(
         [("calendar", FunctionTransformer(add_calendar_features)), ("encode", encode), ("model", model)]
     )

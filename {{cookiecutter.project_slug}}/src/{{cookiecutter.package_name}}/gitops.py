@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
+
+# git is run by absolute path with fixed argument lists and no shell.
+import subprocess  # nosec B404 # git with fixed argument lists, no shell
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,9 @@ def write_atomically(contents: dict[Path, str]) -> dict[Path, str]:
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     git = shutil.which("git") or "git"
-    return subprocess.run([git, "-C", str(root), *args], capture_output=True, text=True, check=False)
+    return subprocess.run(  # nosec B603 # absolute git path, argument list
+        [git, "-C", str(root), *args], capture_output=True, text=True, check=False
+    )
 
 
 def repository_of(path: Path) -> Path | None:
@@ -87,14 +91,44 @@ def is_git_repo(root: Path) -> bool:
     return repository_of(root) == root.resolve()
 
 
+def _relative(root: Path, path: Path) -> str:
+    return str(path.resolve().relative_to(root.resolve()))
+
+
+def uncommitted(root: Path, folder: Path) -> list[str]:
+    """Files under `folder` that differ from HEAD (staged, unstaged or untracked)."""
+    status = _git(root, "status", "--porcelain", "--untracked-files=all", "--", _relative(root, folder))
+    if status.returncode:
+        raise PinError(f"git status failed in {root}: {status.stderr.strip()}")
+    return [line[3:] for line in status.stdout.splitlines()]
+
+
+def require_clean(root: Path, folder: Path) -> None:
+    """A release commit holds only its pins: refuse while the environment's folder has other edits."""
+    dirty = uncommitted(root, folder)
+    if dirty:
+        raise PinError(
+            f"{folder} has uncommitted changes ({', '.join(dirty)}): commit or discard them"
+            f" (git status {_relative(root, folder)}), then re-run"
+        )
+
+
+def last_commit(root: Path, folder: Path) -> str:
+    """The newest commit that changed `folder`: the release commit when the pins are already in place."""
+    return _git(root, "log", "-1", "--format=%H", "--", _relative(root, folder)).stdout.strip()
+
+
 def commit(root: Path, paths: list[Path], message: str) -> str:
-    """Commit exactly `paths`; return the new commit SHA. A bot identity is used only if git has none."""
+    """Commit exactly `paths` (nothing else staged goes in); return the new commit SHA.
+
+    A bot identity is used only if git has none.
+    """
     identity = [] if _git(root, "config", "user.email").stdout.strip() else [
         "-c", "user.name=release-bot", "-c", "user.email=release-bot@localhost",
     ]  # fmt: skip
-    relative = [str(path.resolve().relative_to(root.resolve())) for path in paths]
+    relative = [_relative(root, path) for path in paths]
     added = _git(root, "add", "--", *relative)
-    committed = _git(root, *identity, "commit", "--quiet", "-m", message, "--", *relative)
+    committed = _git(root, *identity, "commit", "--quiet", "--only", "-m", message, "--", *relative)
     if added.returncode or committed.returncode:
         raise PinError(f"git commit failed: {(added.stderr + committed.stderr).strip()}")
     return _git(root, "rev-parse", "HEAD").stdout.strip()

@@ -13,7 +13,7 @@ import os
 import shutil
 
 # The docker CLI runs with fixed argument lists, never through a shell.
-import subprocess  # nosec B404
+import subprocess  # nosec B404 # the docker CLI with fixed argument lists, no shell
 from pathlib import Path
 
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -32,7 +32,7 @@ def docker_engine_answers() -> bool:
     docker = shutil.which("docker")
     if docker is None:
         return False
-    result = subprocess.run(  # nosec B603
+    result = subprocess.run(  # nosec B603 # absolute path, fixed arguments
         [docker, "info"], capture_output=True, text=True, check=False, timeout=60
     )
     return result.returncode == 0
@@ -45,7 +45,7 @@ def in_ci() -> bool:
 
 def docker(*args: str) -> str:
     """Run one docker command and return its standard output, or raise with its error output."""
-    result = subprocess.run(  # nosec B603 B607
+    result = subprocess.run(  # nosec B603 B607 # docker from PATH, argument list, no shell
         ["docker", *args], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:

@@ -16,6 +16,11 @@ def describe_version(client: MlflowClient, name: str, version: str) -> dict[str,
     model_version = registry.get_version(client, name, version)
     run = client.get_run(model_version.run_id)
     tags = dict(model_version.tags)
+    history = [
+        entry
+        for entry in registry.release_history(registry.model_tags(client, name))
+        if str(version) in (entry["version"], entry["from_version"])
+    ]
     aliases = [
         alias
         for alias, number in client.get_registered_model(name).aliases.items()
@@ -33,7 +38,12 @@ def describe_version(client: MlflowClient, name: str, version: str) -> dict[str,
         "params": dict(sorted(run.data.params.items())),
         "metrics": dict(sorted(run.data.metrics.items())),
         "evidence": dict(sorted(tags.items())),
+        "releases": history,
     }
+
+
+def _named(version: str) -> str:
+    return version if version == "none" else f"v{version}"
 
 
 def _as_text(record: dict[str, Any]) -> str:
@@ -48,6 +58,13 @@ def _as_text(record: dict[str, Any]) -> str:
     for section in ("params", "metrics", "evidence"):
         lines.append(f"  {section}:")
         lines += [f"    {key:<28} {value}" for key, value in record[section].items()]
+    lines.append("  releases (append-only history):")
+    lines += [
+        f"    {entry['approved_at']}  {entry['action']:<9} {entry['environment']:<10}"
+        f" {_named(entry['from_version'])} -> v{entry['version']}  approved by {entry['approved_by']}"
+        f"  run {entry['ci_run']}  commit {entry['commit']}"
+        for entry in record["releases"]
+    ] or ["    none"]
     return "\n".join(lines)
 
 

@@ -1,112 +1,195 @@
 """Release stage: promote a registry version dev -> staging -> production, or roll an environment back.
 
-A promotion reads the evidence recorded on the version and refuses, with the registry and `deploy/`
-untouched, unless every check holds. On success it pins the version in `deploy/<env>/` (one git commit),
-moves the alias, and records who approved, when, and from which CI run.
+Both are releases: the same gate (an approver from the CI system, four-eyes, the version's own evidence)
+and the same all-or-nothing sequence, which a crash or a dead tracking store cannot leave half-done:
+
+1. record the release as pending on the registered model (who approved, when, from which CI run);
+2. pin the version in `deploy/<env>/` (one git commit holding exactly the pins);
+3. move the alias and record the approval on the version;
+4. append the release to the history (never overwritten) and clear the pending record.
+
+Re-running the same command after a failure at any step completes the pending release; any other release
+to that environment is refused until it is completed.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.tracking import MlflowClient
-
-from {{ cookiecutter.package_name }} import gitops, provenance, registry
+from {{ cookiecutter.package_name }} import ci, gitops, registry
 from {{ cookiecutter.package_name }}.settings import Settings
 
-APPROVER = re.compile(r"^[\w.@+ -]{2,100}$")
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+PROMOTION, ROLLBACK = "promotion", "rollback"
 
 
 class PromotionRefused(Exception):
     """A promotion or rollback that must not happen; the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class Release:
+    """One release of a version into an environment: the pending record and, once done, a history entry."""
+
+    action: str
+    environment: str
+    version: str
+    from_version: str
+    approved_by: str
+    approved_at: str
+    ci_run: str
+    history_key: str
+    commit: str = ""
+
+    @classmethod
+    def new(cls, action: str, environment: str, version: str, holder: str, approvers: list[str]) -> Release:
+        now = datetime.now(UTC)
+        return cls(
+            action=action,
+            environment=environment,
+            version=version,
+            from_version=holder,
+            approved_by=",".join(approvers),
+            approved_at=now.isoformat(timespec="microseconds"),
+            ci_run=ci.ci_run_url(os.environ),
+            history_key=registry.history_key(environment, now),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def command(self) -> str:
+        if self.action == ROLLBACK:
+            return f"make rollback ENV={self.environment}"
+        return f"make promote VERSION={self.version} ENV={self.environment}"
+
+
 @contextmanager
 def release_lock(settings: Settings, environment: str) -> Iterator[None]:
-    """One release per environment at a time: a second one refuses instead of racing the first."""
+    """One release per environment at a time on this machine; a lock left by a dead process is taken over."""
     lock = settings.deploy_dir / f".{environment}.lock"
+    owner = f"{socket.gethostname()} {os.getpid()}\n"
+    for attempt in (1, 2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError as error:
+            if attempt == 1 and _holder_is_dead(lock.read_text(errors="replace")):
+                lock.unlink(missing_ok=True)
+                continue
+            raise PromotionRefused(
+                f"another release to {environment} is in progress ({lock} exists); wait for it, or remove the"
+                " file if that release has died"
+            ) from error
     try:
-        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError as error:
-        raise PromotionRefused(
-            f"another release to {environment} is in progress ({lock} exists); wait for it, or remove the"
-            " file if that release has died"
-        ) from error
-    try:
-        os.write(descriptor, f"{os.getpid()}\n".encode())
+        os.write(descriptor, owner.encode())
         os.close(descriptor)
         yield
     finally:
         lock.unlink(missing_ok=True)
 
 
-def approver_names(approver: str) -> list[str]:
-    """The named humans behind a gate (it may report several, comma-separated)."""
-    names = [name.strip() for name in approver.split(",") if name.strip()]
-    if not names:
-        raise PromotionRefused("an approver is required: the CI gate passes the identity of who approved")
-    for name in names:
-        if not APPROVER.match(name):
-            raise PromotionRefused(f"approver {name!r} is not a user name or email")
-    return names
+def _holder_is_dead(owner: str) -> bool:
+    """True when the lock names a process on this host that no longer exists."""
+    host, _, pid = owner.strip().rpartition(" ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
-def check_approver(approver: str, model_version: ModelVersion) -> None:
-    """At least one approver who did not train the version (four-eyes)."""
-    names = approver_names(approver)
-    trainer = model_version.tags.get("trained_by", "").strip().lower()
-    if all(name.lower() == trainer for name in names):
+def check_four_eyes(approvers: list[str], model_version: ModelVersion) -> None:
+    """At least one approver who did not train the version; a version with no known trainer is refused."""
+    number = str(model_version.version)
+    trainer = model_version.tags.get("trained_by", "").strip()
+    if not trainer or trainer == "unknown":
         raise PromotionRefused(
-            f"{approver} trained version {model_version.version} and cannot also approve it (four-eyes):"
+            f"version {number} has no trainer on record, so four-eyes cannot be checked: retrain it through"
+            " `make train`"
+        )
+    trainer_key = ci.identity_key(trainer)
+    if all(ci.identity_key(name) == trainer_key for name in approvers):
+        raise PromotionRefused(
+            f"{', '.join(approvers)} trained version {number} and cannot also approve it (four-eyes):"
             " ask another reviewer"
         )
 
 
-def check_evidence(client: MlflowClient, name: str, model_version: ModelVersion, environment: str) -> None:
-    """The version's own records must show a passed data gate and a back-test against today's champion."""
+def check_training_evidence(model_version: ModelVersion, environment: str) -> None:
+    """Complete training evidence with a passed data gate; production also needs a traceable commit."""
     tags, number = model_version.tags, str(model_version.version)
-    if tags.get("data_validation") != "passed":
+    missing = registry.missing_evidence(model_version, registry.TRAINING_EVIDENCE)
+    if missing:
+        raise PromotionRefused(
+            f"version {number} is incomplete (missing evidence: {', '.join(missing)}): its training did not"
+            " finish; train a new version with `make train`"
+        )
+    if tags["data_validation"] != "passed":
         raise PromotionRefused(
             f"version {number} has no passing data-gate evidence (data_validation="
-            f"{tags.get('data_validation', 'missing')}): retrain it through `make train`"
+            f"{tags['data_validation']}): retrain it through `make train`"
         )
-    verdict = tags.get("backtest_verdict")
-    if verdict is None:
+    if environment == "production" and (tags["git_dirty"] != "false" or tags["git_sha"] == "none"):
+        raise PromotionRefused(
+            f"version {number} was trained from a dirty working tree or outside git (git_sha="
+            f"{tags['git_sha']}): its code cannot be traced to a commit; retrain from a clean commit"
+        )
+
+
+def check_backtest(client: MlflowClient, name: str, model_version: ModelVersion) -> None:
+    """A complete, passed back-test against the champion production runs today."""
+    tags, number = model_version.tags, str(model_version.version)
+    if not tags.get("backtest_verdict"):
         raise PromotionRefused(
             f"version {number} has not been back-tested: run `make backtest VERSION={number}`"
         )
-    if verdict != "passed":
+    missing = registry.missing_evidence(model_version, registry.BACKTEST_EVIDENCE)
+    if missing:
         raise PromotionRefused(
-            f"version {number} failed its back-test (WAPE {tags.get('backtest_wape')} vs champion"
-            f" {tags.get('backtest_champion_wape')}); report: run artifact {tags.get('backtest_report')}"
+            f"version {number} has an incomplete back-test record (missing: {', '.join(missing)}): run"
+            f" `make backtest VERSION={number}` again"
+        )
+    if tags["backtest_verdict"] != "passed":
+        raise PromotionRefused(
+            f"version {number} failed its back-test (WAPE {tags['backtest_wape']} vs champion"
+            f" {tags['backtest_champion_wape']}); report: run artifact {tags['backtest_report']}"
         )
     champion = registry.alias_holder(client, name, "production")
     current = str(champion.version) if champion and str(champion.version) != number else "none"
-    if tags.get("backtest_champion", "none") != current:
+    if tags["backtest_champion"] != current:
         raise PromotionRefused(
-            f"version {number} was back-tested against champion {tags.get('backtest_champion')}, but"
+            f"version {number} was back-tested against champion {tags['backtest_champion']}, but"
             f" production now runs {current}: run `make backtest VERSION={number}` again"
-        )
-    if environment == "production" and (
-        tags.get("git_dirty") != "false" or tags.get("git_sha", "none") == "none"
-    ):
-        raise PromotionRefused(
-            f"version {number} was trained from a dirty working tree or outside git (git_sha="
-            f"{tags.get('git_sha')}): its code cannot be traced to a commit; retrain from a clean commit"
         )
 
 
 def check_path(client: MlflowClient, name: str, model_version: ModelVersion, environment: str) -> None:
-    """dev -> staging -> production, one step at a time; archived versions stay archived."""
+    """dev -> staging -> production, one step at a time, each approved; archived versions stay archived."""
     number, stage = str(model_version.version), model_version.tags.get("stage", "dev")
     holder = registry.alias_holder(client, name, environment)
     if holder is not None and str(holder.version) == number:
         raise PromotionRefused(f"version {number} is already in {environment}")
+    if model_version.tags.get(f"approved_by_{environment}"):
+        raise PromotionRefused(
+            f"version {number} was released to {environment} before (approved by"
+            f" {model_version.tags[f'approved_by_{environment}']}) and has left it: train a new version"
+        )
     if stage == "archived":
         raise PromotionRefused(f"version {number} is archived and cannot be promoted: train a new version")
     if environment == "staging" and stage != "dev":
@@ -119,114 +202,168 @@ def check_path(client: MlflowClient, name: str, model_version: ModelVersion, env
                 f"version {number} is not in staging (staging holds {now}): production only takes the version"
                 " now in staging; promote it to staging first"
             )
+        if not model_version.tags.get("approved_by_staging"):
+            raise PromotionRefused(
+                f"version {number} holds the staging alias without a staging approval on record (moved"
+                " outside the gate?): promote it to staging through the gate first"
+            )
 
 
-def _retire(client: MlflowClient, name: str, model_version: ModelVersion | None) -> None:
-    """The previous holder keeps the stage of an environment it still runs in, or is archived."""
-    if model_version is None:
-        return
-    number = str(model_version.version)
+def pending_release(client: MlflowClient, name: str, environment: str) -> Release | None:
+    """The release to this environment that started and did not finish, if any."""
+    text = registry.model_tags(client, name).get(registry.pending_key(environment))
+    return Release(**json.loads(text)) if text else None
+
+
+def _pin(settings: Settings, release: Release, digest: str | None) -> str:
+    """Pin the version in deploy/<env>/ as one commit holding exactly the pin files; idempotent."""
+    env_dir = settings.deploy_dir / release.environment
+    contents = gitops.pinned_contents(env_dir, release.version, digest)
+    repository = gitops.repository_of(env_dir)
+    if repository is None:
+        gitops.write_atomically(contents)
+        return "not a git repository: pins written, not committed"
+    already = all(path.read_text() == text for path, text in contents.items())
+    dirty = gitops.uncommitted(repository, env_dir)
+    pin_files = {str(path.resolve().relative_to(repository)) for path in contents}
+    if already and not dirty:
+        return gitops.last_commit(repository, env_dir)  # a re-run after the commit: nothing to redo
+    if not (already and set(dirty) <= pin_files):
+        gitops.require_clean(repository, env_dir)
+    previous = gitops.write_atomically(contents)
+    verb = "Promote" if release.action == PROMOTION else "Roll back"
+    message = (
+        f"{verb} {settings.model_name} v{release.version} to {release.environment}"
+        f" (approved by {release.approved_by})"
+    )
+    try:
+        return gitops.commit(repository, list(contents), message)
+    except gitops.PinError:
+        gitops.write_atomically(previous)
+        raise
+
+
+def _retire(client: MlflowClient, name: str, number: str) -> None:
+    """A version that left an environment keeps the stage of one it still runs in, or is archived."""
     still_in = {
         alias for alias, held in client.get_registered_model(name).aliases.items() if str(held) == number
     }
     stage = next((env for env in ("production", "staging") if env in still_in), "archived")
-    registry.set_evidence(client, name, number, {"stage": stage})
+    registry.set_evidence(client, name, number, {registry.STAGE: stage})
 
 
-def release(
-    settings: Settings,
-    client: MlflowClient,
-    model_version: ModelVersion,
-    environment: str,
-    approver: str,
-    action: str,
-) -> str:
-    """Pin in git first (undone if the commit fails), then move the alias and record the approval."""
-    name, number = settings.model_name, str(model_version.version)
-    env_dir = settings.deploy_dir / environment
-    contents = gitops.pinned_contents(env_dir, number, model_version.tags.get("image_digest"))
-    previous_holder = registry.alias_holder(client, name, environment)
-    previous_files = gitops.write_atomically(contents)
-    verb = "Promote" if action == "promotion" else "Roll back"
-    message = f"{verb} {name} v{number} to {environment} (approved by {approver})"
-    commit = "not a git repository: pins written, not committed"
-    repository = gitops.repository_of(env_dir)
-    try:
-        if repository is not None:
-            commit = gitops.commit(repository, list(contents), message)
-    except gitops.PinError:
-        gitops.write_atomically(previous_files)
-        raise
-    now = datetime.now(UTC).isoformat(timespec="microseconds")
-    client.set_registered_model_alias(name, environment, number)
-    registry.set_evidence(
-        client,
-        name,
-        number,
-        {
-            "stage": environment,
-            f"approved_by_{environment}": approver,
-            f"approved_at_{environment}": now,
-            f"approval_ci_run_{environment}": settings.ci_run_url or provenance.ci_run_url() or "local",
-            f"{action}_commit_{environment}": commit,
-        },
+def carry_out(settings: Settings, client: MlflowClient, release: Release, pending: bool = False) -> str:
+    """Steps 1-4 of the module docstring; every step is safe to repeat, so a re-run completes a release."""
+    name, environment, number = settings.model_name, release.environment, release.version
+    if not pending:
+        client.set_registered_model_tag(name, registry.pending_key(environment), release.to_json())
+    model_version = registry.get_version(client, name, number)
+    commit = _pin(settings, release, model_version.tags.get("image_digest"))
+    holder = registry.alias_holder(client, name, environment)
+    if holder is None or str(holder.version) != number:
+        client.set_registered_model_alias(name, environment, number)
+    record = {registry.STAGE: environment}
+    if release.action == PROMOTION:
+        record |= {
+            f"approved_by_{environment}": release.approved_by,
+            f"approved_at_{environment}": release.approved_at,
+            f"approval_ci_run_{environment}": release.ci_run,
+            f"promotion_commit_{environment}": commit,
+        }
+    registry.set_evidence(client, name, number, record)
+    if release.from_version not in ("none", number):
+        _retire(client, name, release.from_version)
+    client.set_registered_model_tag(name, release.history_key, replace(release, commit=commit).to_json())
+    client.delete_registered_model_tag(name, registry.pending_key(environment))
+    print(
+        f"{'Promoted' if release.action == PROMOTION else 'Rolled back'} {name} v{number} to {environment}"
+        f" (approved by {release.approved_by}): alias {environment} -> v{number}, deploy/{environment}"
+        f" pinned ({commit})"
     )
-    _retire(client, name, previous_holder)
-    print(f"{message}: alias {environment} -> v{number}, deploy/{environment} pinned ({commit})")
     return commit
 
 
+def _resume_or_refuse(
+    settings: Settings, client: MlflowClient, environment: str, action: str, version: str | None
+) -> bool:
+    """Complete this same release if it was interrupted (True); refuse while another one is pending."""
+    pending = pending_release(client, settings.model_name, environment)
+    if pending is None:
+        return False
+    if pending.action == action and version in (None, pending.version):
+        print(
+            f"Completing the interrupted {action} of v{pending.version} to {environment}, approved by"
+            f" {pending.approved_by} at {pending.approved_at}."
+        )
+        carry_out(settings, client, pending, pending=True)
+        return True
+    raise PromotionRefused(
+        f"the {pending.action} of v{pending.version} to {environment} (approved by {pending.approved_by})"
+        f" did not finish: complete it first with `{pending.command}`"
+    )
+
+
 def promote(settings: Settings, version: str, environment: str, approver: str) -> int:
-    """Entry point of `make promote`: exit 0 when promoted, 1 with the reason when refused."""
+    """Entry point of `make promote`: exit 0 when promoted (or an interrupted promotion completed)."""
     client = registry.connect(settings)
     try:
+        approvers = ci.approver_names(approver)
         with release_lock(settings, environment):
+            if _resume_or_refuse(settings, client, environment, PROMOTION, version):
+                return 0
             try:
                 model_version = registry.get_version(client, settings.model_name, version)
             except registry.RegistryError as error:
                 raise PromotionRefused(str(error)) from error
             check_path(client, settings.model_name, model_version, environment)
-            check_approver(approver, model_version)
-            check_evidence(client, settings.model_name, model_version, environment)
-            release(settings, client, model_version, environment, approver, "promotion")
-    except (PromotionRefused, gitops.PinError) as refusal:
+            check_four_eyes(approvers, model_version)
+            check_training_evidence(model_version, environment)
+            check_backtest(client, settings.model_name, model_version)
+            holder = registry.alias_holder(client, settings.model_name, environment)
+            previous = str(holder.version) if holder else "none"
+            carry_out(settings, client, Release.new(PROMOTION, environment, version, previous, approvers))
+    except (PromotionRefused, gitops.PinError, ci.ApprovalError) as refusal:
         print(f"Promotion refused: {refusal}")
         return 1
     return 0
 
 
-def previous_release(client: MlflowClient, name: str, environment: str) -> ModelVersion | None:
-    """The version that held the environment before the current holder, by approval time."""
-    current = registry.alias_holder(client, name, environment)
-    stamp = f"approved_at_{environment}"
-    earlier = [
-        v
-        for v in client.search_model_versions(f"name = '{name}'")
-        if stamp in v.tags and (current is None or str(v.version) != str(current.version))
-    ]
-    return max(earlier, key=lambda v: v.tags[stamp], default=None)
+def rollback_target(history: list[dict[str, str]]) -> str | None:
+    """The release before the current one: promotions stack up, each rollback takes the top one off."""
+    stack: list[str] = []
+    for entry in history:
+        if entry["action"] == PROMOTION:
+            stack.append(entry["version"])
+        elif stack:
+            stack.pop()
+    return stack[-2] if len(stack) >= 2 else None
 
 
-def rollback(settings: Settings, environment: str, approver: str = "") -> int:
-    """Entry point of `make rollback`: put the previous version back, with the same records and pins."""
+def rollback(settings: Settings, environment: str, approver: str) -> int:
+    """Entry point of `make rollback`: a release of the previous version, through the same gate."""
     client = registry.connect(settings)
-    approver = approver or provenance.identity()
+    name = settings.model_name
     try:
+        approvers = ci.approver_names(approver)
         with release_lock(settings, environment):
-            target = previous_release(client, settings.model_name, environment)
-            if target is None:
-                raise PromotionRefused(f"{environment} has no earlier version to roll back to")
-            approver_names(approver)
-            current = registry.alias_holder(client, settings.model_name, environment)
-            release(settings, client, target, environment, approver, "rollback")
-            if current is not None:
-                registry.set_evidence(
-                    client,
-                    settings.model_name,
-                    str(current.version),
-                    {f"rolled_back_from_{environment}": str(target.version)},
+            if _resume_or_refuse(settings, client, environment, ROLLBACK, None):
+                return 0
+            history = registry.release_history(registry.model_tags(client, name), environment)
+            target_number = rollback_target(history)
+            if target_number is None:
+                raise PromotionRefused(f"{environment} has no earlier release to roll back to")
+            target = registry.get_version(client, name, target_number)
+            if not target.tags.get(f"approved_by_{environment}"):
+                raise PromotionRefused(
+                    f"version {target_number} was never approved for {environment}: it cannot be restored"
                 )
-    except (PromotionRefused, gitops.PinError) as refusal:
+            check_four_eyes(approvers, target)
+            check_training_evidence(target, environment)
+            holder = registry.alias_holder(client, name, environment)
+            current = str(holder.version) if holder else "none"
+            release = Release.new(ROLLBACK, environment, target_number, current, approvers)
+            carry_out(settings, client, release)
+    except (PromotionRefused, gitops.PinError, ci.ApprovalError) as refusal:
         print(f"Rollback refused: {refusal}")
         return 1
     return 0

@@ -1,61 +1,202 @@
-"""The MLflow model registry as the broker between stages.
+"""The MLflow model registry as the broker between stages, and the one place its contract is written down.
 
 Training produces versions and release stages consume them; they talk only through what is recorded:
-aliases (`staging`, `production`) and tags on each version (`stage=dev|staging|production|archived` plus
-evidence). MLflow stages (`transition_model_version_stage`) are deprecated and not used.
+aliases (`staging`, `production`), tags on each version (`stage=dev|staging|production|archived` plus
+evidence) and, on the registered model, the append-only release history. MLflow stages
+(`transition_model_version_stage`) are deprecated and not used.
+
+A version is complete or it is not a candidate: training evidence is written in the same call that creates
+the version, and back-test evidence is written verdict last, so a half-written record never reads as passed.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
-
-import mlflow
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package_name }}.settings import Settings
+
+if TYPE_CHECKING:  # MLflow takes seconds to import: the CLI checks its inputs before paying for it.
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+
+ENVIRONMENTS = ("staging", "production")
+STAGE = "stage"
+# Written with the version itself, in one call: a version without all of them never existed.
+TRAINING_EVIDENCE = (
+    "git_sha",
+    "git_dirty",
+    "data_fingerprint",
+    "data_snapshot",
+    "data_validation",
+    "data_validation_suite",
+    "trained_by",
+    "ci_run_url",
+    "config",
+)
+# Written by the back-test; the verdict goes last and so commits the record.
+BACKTEST_EVIDENCE = (
+    "backtest_champion",
+    "backtest_wape",
+    "backtest_champion_wape",
+    "backtest_report",
+    "backtest_at",
+    "backtest_verdict",
+)
+VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
+# Registered-model tags: one entry per release, never overwritten; one marker per release in flight.
+HISTORY_PREFIX = "release_history."
+PENDING_PREFIX = "release_pending."
+# An unreachable store must fail within seconds, not after MLflow's default of minutes of retries.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+PROBE_TIMEOUT_SECONDS = 5
 
 
 class RegistryError(Exception):
     """A registry lookup failed in a way the user can fix; the message says how."""
 
 
+def parse_version(text: str | None, variable: str = "VERSION") -> str:
+    """A registry version number, checked as a whole string (no signs, spaces, newlines or look-alikes)."""
+    if text is None or not text.strip():
+        raise RegistryError(f"{variable} is required: pass a registry version number, e.g. {variable}=3")
+    if not VERSION_NUMBER.fullmatch(text):
+        raise RegistryError(
+            f"{variable}={text!r} is not a registry version number: pass digits only, e.g. {variable}=3"
+        )
+    return text
+
+
+def _probe(uri: str) -> None:
+    """Any HTTP answer means the server is up; no answer at all means the command cannot work."""
+    health = f"{uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=PROBE_TIMEOUT_SECONDS):  # nosec B310 # http(s): see connect
+            return
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise RegistryError(
+            f"the tracking store {uri} is unreachable ({reason}): start it or fix MLFLOW_TRACKING_URI"
+        ) from error
+
+
 def connect(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured tracking and registry store and return a client."""
+    """Point MLflow at the configured store, failing fast and in one line when a server is unreachable."""
+    for variable, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        _probe(settings.tracking_uri)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
 
 
+def _absent(error: Exception) -> bool:
+    """MLflow's answer for a name, version or alias that does not exist (any other error propagates)."""
+    return getattr(error, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
     """Fetch one version, or explain that it does not exist."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_model_version(name, str(version))
     except MlflowException as error:
+        if not _absent(error):
+            raise
         raise RegistryError(
             f"model {name!r} has no version {version}: list versions with `make lineage`"
         ) from error
 
 
+def missing_evidence(model_version: ModelVersion, required: tuple[str, ...]) -> list[str]:
+    """The required tags a version lacks (empty values count as missing)."""
+    return [key for key in required if not model_version.tags.get(key, "").strip()]
+
+
+def is_complete(model_version: ModelVersion) -> bool:
+    """Every piece of training evidence is there: only such versions are candidates."""
+    return not missing_evidence(model_version, TRAINING_EVIDENCE)
+
+
 def latest_version(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The newest registered version, or None when nothing has been trained yet."""
+    """The newest complete version, or None when nothing complete has been trained yet."""
     versions = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"])
-    return versions[0] if versions else None
+    return next((version for version in versions if is_complete(version)), None)
+
+
+def register_version(
+    client: MlflowClient, name: str, model_info: Any, run_id: str, evidence: Mapping[str, object]
+) -> str:
+    """Create the version and its evidence in one call: it exists complete or not at all."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    created = client.create_model_version(
+        name,
+        model_info.model_uri,
+        run_id=run_id,
+        tags={key: str(value) for key, value in evidence.items()},
+        model_id=model_info.model_id,
+    )
+    return str(created.version)
 
 
 def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version an alias points at (search results do not carry aliases, so ask directly)."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    except MlflowException as error:
+        if not _absent(error):
+            raise
         return None
 
 
 def set_evidence(client: MlflowClient, name: str, version: str | int, tags: Mapping[str, object]) -> None:
-    """Record evidence on a version as tags; values are stored as strings."""
+    """Record evidence on a version as tags, in the given order (put the committing tag last)."""
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def model_tags(client: MlflowClient, name: str) -> dict[str, str]:
+    return dict(client.get_registered_model(name).tags)
+
+
+def history_key(environment: str, at: datetime) -> str:
+    """A key that sorts by time and is never reused: one release, one key."""
+    return f"{HISTORY_PREFIX}{at.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}.{environment}"
+
+
+def release_history(tags: Mapping[str, str], environment: str | None = None) -> list[dict[str, str]]:
+    """Every recorded release (oldest first), optionally of one environment."""
+    entries = [json.loads(tags[key]) for key in sorted(key for key in tags if key.startswith(HISTORY_PREFIX))]
+    return [entry for entry in entries if environment in (None, entry["environment"])]
+
+
+def pending_key(environment: str) -> str:
+    return f"{PENDING_PREFIX}{environment}"
 
 
 def model_uri(name: str, version: str | int) -> str:

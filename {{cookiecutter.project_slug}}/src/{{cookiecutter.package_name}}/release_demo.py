@@ -8,7 +8,7 @@ rollback to v1. Every step calls the same entry function as its `make` target.
 from __future__ import annotations
 
 import shutil
-import subprocess
+import subprocess  # nosec B404 # git only, fixed argument lists, no shell
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from {{ cookiecutter.package_name }}.backtest import run_backtest
 from {{ cookiecutter.package_name }}.data import generate_data
 from {{ cookiecutter.package_name }}.promote import promote, rollback
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.train import train
+from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, TrainConfig, train
 from {{ cookiecutter.package_name }}.validation import validate_data
 
 WORSE_CONFIG = Path("config/train-worse.toml")
@@ -51,7 +51,7 @@ def ensure_git_repo(root: Path) -> None:
         ["add", "--all"],
         [*identity, "commit", "--quiet", "-m", "Initial commit"],
     ):
-        subprocess.run([git, "-C", str(root), *args], check=True)
+        subprocess.run([git, "-C", str(root), *args], check=True)  # nosec B603 # fixed git arguments
     print(f"Initialised a git repository in {root} so promotions can commit their manifest pins.")
 
 
@@ -84,7 +84,8 @@ def run_release_demo(settings: Settings) -> int:
         return str(latest.version) if latest else "none"
 
     step("generate data", lambda: generate_data(settings))
-    step("data gate", lambda: validate_data(settings))
+    min_weeks = TrainConfig.from_toml(DEFAULT_CONFIG).min_series_weeks
+    step("data gate", lambda: validate_data(settings, min_weeks))
     step("train v1", lambda: train(settings))
     first = newest()
     step(f"back-test v{first} (no champion yet)", lambda: run_backtest(settings, first))

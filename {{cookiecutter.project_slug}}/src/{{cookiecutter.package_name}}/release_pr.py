@@ -14,11 +14,11 @@ import re
 import shutil
 
 # Fixed argument lists and no shell: the subprocess use below is reviewed.
-import subprocess  # nosec B404
+import subprocess  # nosec B404 # git and gh with argument lists, no shell
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
-from {{ cookiecutter.package_name }}.approvals import ApprovalError, Send, detect_provider, require, send_json
+from {{ cookiecutter.package_name }}.ci import ApprovalError, Send, detect_provider, require, send_json
 
 DEFAULT_BASE_BRANCH = "{{ cookiecutter.default_branch }}"  # RELEASE_BASE_BRANCH
 AZURE_API_VERSION = "7.1"
@@ -36,7 +36,7 @@ def run_command(args: Sequence[str], env: Mapping[str, str]) -> str:
     if program is None:
         raise ReleasePrError(f"{args[0]} is not installed on this agent: install it to open release PRs")
     # An absolute program path and an argument list, without a shell.
-    result = subprocess.run(  # nosec B603
+    result = subprocess.run(  # nosec B603 # absolute program path, argument list
         [program, *args[1:]], env=dict(env), capture_output=True, text=True, check=False
     )
     if result.returncode != 0:

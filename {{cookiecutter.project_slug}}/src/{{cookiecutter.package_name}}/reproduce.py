@@ -10,7 +10,7 @@ from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.data import TARGET
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
-from {{ cookiecutter.package_name }}.train import TrainConfig, fit_and_evaluate
+from {{ cookiecutter.package_name }}.train import CONFIG_ARTIFACT, TrainConfig, fit_and_evaluate
 
 TOLERANCE = 1e-9
 
@@ -23,7 +23,10 @@ def reproduce(settings: Settings, version: str) -> int:
     model_version = registry.get_version(client, settings.model_name, version)
     run = client.get_run(model_version.run_id)
     frame = snapshot_of_version(model_version)
-    result = fit_and_evaluate(frame, TrainConfig.from_params(run.data.params))
+    config = TrainConfig.from_dict(
+        mlflow.artifacts.load_dict(f"runs:/{model_version.run_id}/{CONFIG_ARTIFACT}")
+    )
+    result = fit_and_evaluate(frame, config)
 
     registered = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, version))
     registered_predictions = registered.predict(result.test.drop(columns=TARGET))

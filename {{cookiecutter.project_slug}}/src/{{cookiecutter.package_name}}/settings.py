@@ -6,6 +6,8 @@ Every stage reads its configuration from here, so CI and a laptop differ only in
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,16 @@ DEFAULT_TRACKING_URI = "{{ cookiecutter.mlflow_tracking_uri }}"  # MLFLOW_TRACKI
 DEFAULT_MODEL_NAME = "{{ cookiecutter.model_name }}"  # MODEL_NAME
 DEFAULT_IMAGE_REPOSITORY = "{{ cookiecutter.container_registry }}/{{ cookiecutter.project_slug }}"  # IMAGE_REPOSITORY
 DEFAULT_NAMESPACE = "{{ cookiecutter.k8s_namespace }}"  # K8S_NAMESPACE
+
+
+# Azure Pipelines passes an undefined variable on as the literal text of its macro, e.g. "$(DATA_URI)".
+UNEXPANDED_MACRO = re.compile(r"\$\([A-Za-z0-9_.]+\)")
+
+
+def variable(name: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """An environment variable's value, or None when it is unset, empty or an unexpanded CI macro."""
+    value = env.get(name)
+    return None if not value or UNEXPANDED_MACRO.fullmatch(value) else value
 
 
 @dataclass(frozen=True)
@@ -28,22 +40,19 @@ class Settings:
     deploy_dir: Path
     image_repository: str
     namespace: str
-    ci_run_url: str
 
     @classmethod
     def from_env(cls) -> Settings:
         """Read settings from the environment; an unset or empty variable falls back to the default."""
-        env = os.environ
         return cls(
-            tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
-            model_name=env.get("MODEL_NAME") or DEFAULT_MODEL_NAME,
-            data_uri=env.get("DATA_URI") or "data/raw/sales.parquet",
-            snapshot_dir=Path(env.get("SNAPSHOT_DIR") or "data/snapshots"),
-            reports_dir=Path(env.get("REPORTS_DIR") or "reports"),
-            deploy_dir=Path(env.get("DEPLOY_DIR") or "deploy"),
-            image_repository=env.get("IMAGE_REPOSITORY") or DEFAULT_IMAGE_REPOSITORY,
-            namespace=env.get("K8S_NAMESPACE") or DEFAULT_NAMESPACE,
-            ci_run_url=env.get("CI_RUN_URL") or "",
+            tracking_uri=variable("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            model_name=variable("MODEL_NAME") or DEFAULT_MODEL_NAME,
+            data_uri=variable("DATA_URI") or "data/raw/sales.parquet",
+            snapshot_dir=Path(variable("SNAPSHOT_DIR") or "data/snapshots"),
+            reports_dir=Path(variable("REPORTS_DIR") or "reports"),
+            deploy_dir=Path(variable("DEPLOY_DIR") or "deploy"),
+            image_repository=variable("IMAGE_REPOSITORY") or DEFAULT_IMAGE_REPOSITORY,
+            namespace=variable("K8S_NAMESPACE") or DEFAULT_NAMESPACE,
         )
 
     @classmethod
@@ -58,5 +67,4 @@ class Settings:
             deploy_dir=root / "deploy",
             image_repository=f"registry.invalid/{model_name}",
             namespace=model_name,
-            ci_run_url="",
         )

@@ -1,12 +1,13 @@
 """Training stage: data gate, fit, evaluate, log everything to MLflow, register a version at stage `dev`.
 
-`make train` runs `train`; `reproduce` reuses `fit_and_evaluate` on a recorded snapshot.
+`make train` runs `train`; `reproduce` reuses `fit_and_evaluate` on a recorded snapshot and config.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ import pandas as pd
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 
-from {{ cookiecutter.package_name }} import provenance, registry
-from {{ cookiecutter.package_name }}.data import TARGET, load_sales
+from {{ cookiecutter.package_name }} import ci, provenance, registry
+from {{ cookiecutter.package_name }}.contract import TARGET, DataUnreadable, load_sales
 from {{ cookiecutter.package_name }}.evaluate import (
     forecast_metrics,
     forecast_vs_actual_plot,
@@ -24,13 +25,15 @@ from {{ cookiecutter.package_name }}.evaluate import (
     residuals_plot,
 )
 from {{ cookiecutter.package_name }}.features import build_pipeline
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.settings import Settings, variable
 from {{ cookiecutter.package_name }}.snapshot import SNAPSHOT_ARTIFACT_DIR, fingerprint, save_snapshot
 from {{ cookiecutter.package_name }}.validation import SUITE_NAME, validate_sales
 
 DEFAULT_CONFIG = Path("config/train.toml")
 MODEL_ARTIFACT = "model"
+CONFIG_ARTIFACT = "config/train.json"  # the exact config, typed: what `reproduce` trains from
 PACKAGE_DIR = Path(__file__).resolve().parent
+MIN_TRAIN_WEEKS = 26  # every series needs this much history before its hold-out
 
 
 @dataclass(frozen=True)
@@ -43,29 +46,25 @@ class TrainConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> TrainConfig:
-        raw = tomllib.loads(path.read_text())
-        return cls(seed=int(raw["seed"]), test_weeks=int(raw["test_weeks"]), model=dict(raw["model"]))
+        return cls.from_dict(tomllib.loads(path.read_text()))
 
     @classmethod
-    def from_params(cls, params: dict[str, str]) -> TrainConfig:
-        """Rebuild the config from a run's logged params (what `reproduce` does)."""
-        model = {
-            key.removeprefix("model."): _number(value)
-            for key, value in params.items()
-            if key.startswith("model.")
-        }
-        return cls(seed=int(params["seed"]), test_weeks=int(params["test_weeks"]), model=model)
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        """From the TOML file or the logged JSON artefact: values keep their types (str, bool, numbers)."""
+        return cls(seed=int(raw["seed"]), test_weeks=int(raw["test_weeks"]), model=dict(raw["model"]))
 
     def as_params(self) -> dict[str, Any]:
+        """Flat, for MLflow's params view; `reproduce` reads the typed artefact instead."""
         return {
             "seed": self.seed,
             "test_weeks": self.test_weeks,
             **{f"model.{k}": v for k, v in self.model.items()},
         }
 
-
-def _number(text: str) -> int | float:
-    return int(text) if text.lstrip("-").isdigit() else float(text)
+    @property
+    def min_series_weeks(self) -> int:
+        """Weeks of history every store x category series needs: training weeks plus the hold-out."""
+        return MIN_TRAIN_WEEKS + self.test_weeks
 
 
 @dataclass(frozen=True)
@@ -120,16 +119,15 @@ def _log_run(
     frame: pd.DataFrame,
     snapshot: Path,
     data_fp: str,
-    model_name: str,
 ) -> Any:
-    """Log params, metrics, plots, data input, environment and the model; register a version."""
+    """Log params, config, metrics, plots, data input, environment and the model; return the model info."""
     import mlflow
     from mlflow.models import infer_signature
 
     lock = provenance.environment_lock()
     mlflow.log_params(config.as_params())
+    mlflow.log_dict(asdict(config), CONFIG_ARTIFACT)
     mlflow.log_metrics(result.metrics)
-    mlflow.set_tags({"git_sha": provenance.git_sha(), "git_dirty": str(provenance.git_dirty()).lower()})
     mlflow.set_tags({"data_fingerprint": data_fp, "env_lock_hash": provenance.lock_hash(lock)})
     mlflow.log_input(
         mlflow.data.from_pandas(frame, source=str(snapshot), targets=TARGET, name="sales"), context="training"
@@ -154,45 +152,69 @@ def _log_run(
         pip_requirements=pip_requirements(),
         code_paths=[str(PACKAGE_DIR)],
         serialization_format="cloudpickle",
-        registered_model_name=model_name,
     )
 
 
+def end_stale_runs(client: Any, experiment_id: str) -> None:
+    """A training that died left its run RUNNING: mark it KILLED before a new one starts."""
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        client.set_terminated(run.info.run_id, status="KILLED")
+        print(f"Marked run {run.info.run_id} KILLED: its training died before finishing.")
+
+
 def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
-    """Entry point of `make train`. Returns the exit code; refuses bad data before any run is created."""
+    """Entry point of `make train`. Returns the exit code; refuses bad data before any run is created.
+
+    The version is registered with all its evidence in one call, after everything else is logged: a
+    training that dies part-way leaves no version, and its run is ended by the next training.
+    """
     import mlflow
 
-    frame = load_sales(settings.data_uri)
-    report = validate_sales(frame, docs_dir=settings.reports_dir / "data-docs")
+    if ci.in_ci(os.environ) and variable("DATA_URI") is None:
+        print("Training refused: DATA_URI is not set; in CI training reads your real data from it.")
+        return 1
+    trained_by = ci.trainer_identity(os.environ)
+    config = TrainConfig.from_toml(config_path)
+    try:
+        frame = load_sales(settings.data_uri)
+    except DataUnreadable as error:
+        print(f"Training refused: {error}")
+        return 1
+    report = validate_sales(
+        frame, docs_dir=settings.reports_dir / "data-docs", min_series_weeks=config.min_series_weeks
+    )
     print(report.summary_table())
     if not report.success:
         failed = ", ".join(failure.name for failure in report.failures)
         print(f"Training refused: the data gate failed on {failed}. Fix the data; no run was logged.")
         return 1
-    config = TrainConfig.from_toml(config_path)
     data_fp = fingerprint(frame)
     snapshot = save_snapshot(frame, settings.snapshot_dir, data_fp)
     result = fit_and_evaluate(frame, config)
+    # One commit names the code: the run's source commit and the version's git_sha are the same value.
+    git_sha, git_dirty = provenance.git_sha(), str(provenance.git_dirty()).lower()
 
     client = registry.connect(settings)
-    mlflow.set_experiment(settings.model_name)
-    with mlflow.start_run(run_name=f"train-{data_fp[:8]}"):
-        version = _log_run(
-            result, config, frame, snapshot, data_fp, settings.model_name
-        ).registered_model_version
-    evidence = {
-        "stage": "dev",
-        "git_sha": provenance.git_sha(),
-        "git_dirty": str(provenance.git_dirty()).lower(),
-        "data_fingerprint": data_fp,
-        "data_snapshot": str(snapshot.resolve()),
-        "data_validation": "passed",
-        "data_validation_suite": SUITE_NAME,
-        "trained_by": provenance.identity(),
-        "ci_run_url": settings.ci_run_url or provenance.ci_run_url() or "local",
-        "config": str(config_path),
-    }
-    registry.set_evidence(client, settings.model_name, version, evidence)
+    experiment = mlflow.set_experiment(settings.model_name)
+    end_stale_runs(client, experiment.experiment_id)
+    run_tags = {"mlflow.source.git.commit": git_sha, "git_sha": git_sha, "git_dirty": git_dirty}
+    with mlflow.start_run(run_name=f"train-{data_fp[:8]}", tags=run_tags) as run:
+        model_info = _log_run(result, config, frame, snapshot, data_fp)
+        evidence = {
+            "stage": "dev",
+            "git_sha": git_sha,
+            "git_dirty": git_dirty,
+            "data_fingerprint": data_fp,
+            "data_snapshot": str(snapshot.resolve()),
+            "data_validation": "passed",
+            "data_validation_suite": SUITE_NAME,
+            "trained_by": trained_by,
+            "ci_run_url": ci.ci_run_url(os.environ),
+            "config": str(config_path),
+        }
+        version = registry.register_version(
+            client, settings.model_name, model_info, run.info.run_id, evidence
+        )
     metrics = ", ".join(f"{name}={value:.4f}" for name, value in result.metrics.items())
     print(f"Registered {settings.model_name} version {version} (stage=dev): {metrics}")
     return 0

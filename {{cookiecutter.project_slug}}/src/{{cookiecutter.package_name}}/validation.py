@@ -1,11 +1,16 @@
-"""The data gate: a Great Expectations (1.x) suite over the raw sales data.
+"""The data gate: a Great Expectations (1.x) suite over the raw sales data, and over two views of it.
 
 `make data-test` and the start of training run the same `validate_sales`, so bad data never reaches a model.
+The rows are checked as they are; rules about whole series and whole weeks run on two small views derived
+from them (one row per store x category, one row per week) and carry names of their own, such as
+`series_history_too_short(store_id,category)`, in the same report and the same Data Docs.
+What the data must look like is the contract in `contract.py`; this module only checks it.
 Great Expectations takes seconds to import: it is imported here only, and only when validating.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -13,16 +18,29 @@ from typing import Any
 
 import pandas as pd
 
-from {{ cookiecutter.package_name }}.data import CATEGORIES, COLUMNS, KEY_COLUMNS, TARGET, load_sales
+from {{ cookiecutter.package_name }}.contract import (
+    CATEGORIES,
+    COLUMN_TYPES,
+    COLUMNS,
+    FLAG_COLUMNS,
+    KEY_COLUMNS,
+    MAX_AGE_DAYS,
+    MIN_FRESH_SERIES_SHARE,
+    MIN_ROWS,
+    SERIES_COLUMNS,
+    STORE_ID_PATTERN,
+    TARGET,
+    VALUE_RANGES,
+    WEEK_START_DAY,
+    WEEKDAY_NAMES,
+    DataUnreadable,
+    load_sales,
+)
 from {{ cookiecutter.package_name }}.settings import Settings
 
 SUITE_NAME = "raw_sales"
-MIN_ROWS = 1000
-MAX_AGE_DAYS = 21  # the newest week must be at most this old: stale extracts are refused
-STRING_TYPES = ["str", "string", "object"]
-INTEGER_TYPES = ["int64", "int32", "Int64"]
-FLOAT_TYPES = ["float64", "float32"]
-DATETIME_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]"]
+SERIES_SUITE_NAME = f"{SUITE_NAME}_series"  # one row per store x category
+WEEKS_SUITE_NAME = f"{SUITE_NAME}_weeks"  # one row per week
 
 
 @dataclass(frozen=True)
@@ -57,37 +75,140 @@ class ValidationReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Check:
+    """One suite and the frame it runs on: the rows, or a view of them."""
+
+    suite: str
+    expectations: list[Any]
+    data: pd.DataFrame
+    unit: str = "rows"  # what one row of `data` is, for messages
+    label_columns: tuple[str, ...] = ()  # the columns that name an offending row, for messages
+
+
+def newest_allowed_week(today: date) -> pd.Timestamp:
+    """The latest week start the gate accepts: a week must have ended by `today`, so none is in the future."""
+    return pd.Timestamp(today - timedelta(days=7))
+
+
 def expectations(today: date) -> list[Any]:
-    """The suite, in code. TODO: adapt ranges and categories to your own data."""
+    """The suite over the rows, in code. What it checks comes from `contract.py`: edit values there."""
     import great_expectations as gx
 
     e = gx.expectations
     freshest_allowed = pd.Timestamp(today - timedelta(days=MAX_AGE_DAYS))
-    column_types = {
-        "store_id": STRING_TYPES,
-        "category": STRING_TYPES,
-        "week_start": DATETIME_TYPES,
-        "price": FLOAT_TYPES,
-        "discount": FLOAT_TYPES,
-        "promo": INTEGER_TYPES,
-        "holiday": INTEGER_TYPES,
-        TARGET: INTEGER_TYPES,
-    }
+    newest_allowed = newest_allowed_week(today)
     return [
         e.ExpectTableColumnsToMatchSet(column_set=COLUMNS, exact_match=True),
-        *(e.ExpectColumnValuesToBeInTypeList(column=c, type_list=types) for c, types in column_types.items()),
+        *(e.ExpectColumnValuesToBeInTypeList(column=c, type_list=types) for c, types in COLUMN_TYPES.items()),
         *(e.ExpectColumnValuesToNotBeNull(column=column) for column in COLUMNS),
         e.ExpectCompoundColumnsToBeUnique(column_list=KEY_COLUMNS),
-        e.ExpectColumnValuesToMatchRegex(column="store_id", regex=r"^S[0-9]{2}$"),
+        e.ExpectColumnValuesToMatchRegex(column="store_id", regex=STORE_ID_PATTERN),
         e.ExpectColumnValuesToBeInSet(column="category", value_set=list(CATEGORIES)),
-        e.ExpectColumnValuesToBeBetween(column="price", min_value=0.05, max_value=500),
-        e.ExpectColumnValuesToBeBetween(column="discount", min_value=0, max_value=0.9),
-        e.ExpectColumnValuesToBeInSet(column="promo", value_set=[0, 1]),
-        e.ExpectColumnValuesToBeInSet(column="holiday", value_set=[0, 1]),
-        e.ExpectColumnValuesToBeBetween(column=TARGET, min_value=0, max_value=100_000),
+        *(
+            e.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high)
+            for column, (low, high) in VALUE_RANGES.items()
+        ),
+        *(e.ExpectColumnValuesToBeInSet(column=column, value_set=[0, 1]) for column in FLAG_COLUMNS),
+        e.ExpectColumnMaxToBeBetween(
+            column=TARGET, min_value=0, strict_min=True, description=f"`{TARGET}` is not all zero."
+        ),
+        e.ExpectColumnStdevToBeBetween(
+            column=TARGET, min_value=0, strict_min=True, description=f"`{TARGET}` is not constant."
+        ),
         e.ExpectTableRowCountToBeBetween(min_value=MIN_ROWS),
         e.ExpectColumnMaxToBeBetween(column="week_start", min_value=freshest_allowed),
+        e.ExpectColumnValuesToBeBetween(
+            column="week_start",
+            max_value=newest_allowed,
+            description=f"No week after {newest_allowed.date()}: every week has ended by {today}.",
+        ),
     ]
+
+
+def series_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per store x category series: how many distinct weeks it has, and its newest week."""
+    return frame.groupby(SERIES_COLUMNS, as_index=False, observed=True, sort=True).agg(
+        weeks=("week_start", "nunique"), newest_week=("week_start", "max")
+    )
+
+
+def weeks_view(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per distinct week: the weekday it starts on, and the days since the week before it."""
+    weeks = pd.Series(frame["week_start"].dropna().unique()).sort_values(ignore_index=True)
+    return pd.DataFrame(
+        {
+            "week_start": weeks,
+            "weekday": [WEEKDAY_NAMES[day] for day in weeks.dt.weekday],
+            "days_since_previous": weeks.diff().dt.days,
+        }
+    )
+
+
+def _rule(expectation: type, rule: str, shows: str, description: str, **kwargs: Any) -> Any:
+    """An expectation on a view, named by `rule` and the raw columns it is about."""
+    return expectation(**kwargs, meta={"rule": rule, "shows": shows}, description=f"{rule}: {description}")
+
+
+def series_expectations(today: date, min_series_weeks: int) -> list[Any]:
+    """Rules on whole series: long enough for the hold-out, and fresh (not hidden behind a few fresh rows)."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    shows = ",".join(SERIES_COLUMNS)
+    freshest_allowed = pd.Timestamp(today - timedelta(days=MAX_AGE_DAYS))
+    return [
+        _rule(
+            e.ExpectColumnValuesToBeBetween,
+            "series_history_too_short",
+            shows,
+            f"every series has at least {min_series_weeks} distinct weeks (the hold-out and some training).",
+            column="weeks",
+            min_value=min_series_weeks,
+        ),
+        _rule(
+            e.ExpectColumnValuesToBeBetween,
+            "series_stale",
+            shows,
+            f"at least {MIN_FRESH_SERIES_SHARE * 100:.0f}% of the series have a week on or after "
+            f"{freshest_allowed.date()} ({MAX_AGE_DAYS} days before {today}).",
+            column="newest_week",
+            min_value=freshest_allowed,
+            mostly=MIN_FRESH_SERIES_SHARE,
+        ),
+    ]
+
+
+def weeks_expectations() -> list[Any]:
+    """Rules on the calendar: weeks start on the contract's weekday, and the history has no stale gap."""
+    import great_expectations as gx
+
+    e = gx.expectations
+    weekday = WEEKDAY_NAMES[WEEK_START_DAY]
+    return [
+        _rule(
+            e.ExpectColumnValuesToBeInSet,
+            "wrong_weekday",
+            "week_start",
+            f"every week starts on a {weekday}.",
+            column="weekday",
+            value_set=[weekday],
+        ),
+        _rule(
+            e.ExpectColumnValuesToBeBetween,
+            "history_gap",
+            "week_start",
+            f"no gap of more than {MAX_AGE_DAYS} days between weeks: old history is as fresh as the newest.",
+            column="days_since_previous",
+            max_value=MAX_AGE_DAYS,
+        ),
+    ]
+
+
+def _has_views(frame: pd.DataFrame) -> bool:
+    """The views need the key columns, with real dates; without them the row suite already fails."""
+    has_keys = set(KEY_COLUMNS) <= set(frame.columns)
+    return has_keys and pd.api.types.is_datetime64_any_dtype(frame["week_start"])
 
 
 def _data_docs_site(base_directory: Path) -> dict[str, Any]:
@@ -101,58 +222,116 @@ def _data_docs_site(base_directory: Path) -> dict[str, Any]:
     }
 
 
-def _failures(result: Any) -> list[Failure]:
-    failures = []
-    for run in result.run_results.values():
-        for outcome in run.results:
-            if outcome.success:
-                continue
-            config = outcome.expectation_config
-            kwargs = config.kwargs
-            column = kwargs.get("column") or ",".join(kwargs.get("column_list") or [])
-            details = outcome.result or {}
-            observed = details.get("observed_value", details.get("unexpected_count", ""))
-            if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-                observed = "column missing or unreadable"
-            failures.append(Failure(config.type, column, str(observed)[:80]))
-    return failures
+def _show(value: Any) -> str:
+    if isinstance(value, pd.Timestamp) and value == value.normalize():
+        return str(value.date())
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _requirement(column: str, kwargs: dict[str, Any], dates: bool) -> str:
+    """What a rule asks of the view's column, e.g. 'weeks >= 50' or 'newest_week >= 2026-02-25 for 90%'."""
+    bounds = {">=": kwargs.get("min_value"), "<=": kwargs.get("max_value")}
+    parts = [
+        f"{column} {sign} {_show(pd.Timestamp(bound) if dates else bound)}"
+        for sign, bound in bounds.items()
+        if bound is not None
+    ]
+    parts += [f"{column} in {', '.join(map(str, kwargs['value_set']))}"] if kwargs.get("value_set") else []
+    mostly = f" for {kwargs['mostly'] * 100:.0f}%" if kwargs.get("mostly", 1) < 1 else ""
+    return " and ".join(parts) + mostly
+
+
+def _offenders(check: Check, outcome: Any) -> str:
+    """'3 of 40 series, e.g. S01/dairy weeks=12; needs weeks >= 50': which rows of a view break a rule."""
+    details = outcome.result or {}
+    kwargs = outcome.expectation_config.kwargs
+    column = kwargs["column"]
+    example = ""
+    for i in (details.get("partial_unexpected_index_list") or [])[:1]:
+        label = "/".join(_show(check.data.at[i, c]) for c in check.label_columns)
+        example = f", e.g. {label} {column}={_show(check.data.at[i, column])}"
+    counts = f"{details.get('unexpected_count')} of {details.get('element_count')} {check.unit}"
+    dates = pd.api.types.is_datetime64_any_dtype(check.data[column])
+    return f"{counts}{example}; needs {_requirement(column, kwargs, dates)}"
+
+
+def _failure(check: Check, outcome: Any) -> Failure:
+    """A failed expectation as the report names it: a view's rule by its own name, others by GX's."""
+    config = outcome.expectation_config
+    rule = (config.meta or {}).get("rule")
+    details = outcome.result or {}
+    if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+        observed = "column missing or unreadable"
+    elif rule:
+        observed = _offenders(check, outcome)
+    else:
+        observed = str(details.get("observed_value", details.get("unexpected_count", "")))[:80]
+    if rule:
+        return Failure(rule, config.meta["shows"], observed)
+    column = config.kwargs.get("column") or ",".join(config.kwargs.get("column_list") or [])
+    return Failure(config.type, column, observed)
+
+
+def checks(frame: pd.DataFrame, today: date, min_series_weeks: int) -> list[Check]:
+    """The rows' suite, and the views' suites when the rows have the key columns to build them from."""
+    rows = Check(SUITE_NAME, expectations(today), frame)
+    if not _has_views(frame):
+        return [rows]
+    return [
+        rows,
+        Check(
+            SERIES_SUITE_NAME,
+            series_expectations(today, min_series_weeks),
+            series_view(frame),
+            "series",
+            tuple(SERIES_COLUMNS),
+        ),
+        Check(WEEKS_SUITE_NAME, weeks_expectations(), weeks_view(frame), "weeks", ("week_start",)),
+    ]
 
 
 def validate_sales(
-    frame: pd.DataFrame, docs_dir: Path | None = None, today: date | None = None
+    frame: pd.DataFrame, docs_dir: Path | None = None, today: date | None = None, min_series_weeks: int = 1
 ) -> ValidationReport:
-    """Run the suite on a data frame; write Data Docs HTML to `docs_dir` when given."""
+    """Run the suites on a data frame; write Data Docs HTML to `docs_dir` when given.
+
+    `min_series_weeks`: the fewest distinct weeks every series needs (training passes its hold-out plus some).
+    """
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    today = today or date.today()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    actions = []
+    source = context.data_sources.add_pandas("sales")
+    failures: list[Failure] = []
+    evaluated, success = 0, True
+    for check in checks(frame, today, min_series_weeks):
+        suite = context.suites.add(gx.ExpectationSuite(name=check.suite, expectations=check.expectations))
+        batch = source.add_dataframe_asset(check.suite).add_batch_definition_whole_dataframe("all")
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=check.suite, data=batch, suite=suite)
+        )
+        result = definition.run(batch_parameters={"dataframe": check.data}, result_format="SUMMARY")
+        failures += [_failure(check, outcome) for outcome in result.results if not outcome.success]
+        evaluated += len(suite.expectations)
+        success = success and bool(result.success)
+    docs_index = None
     if docs_dir is not None:
         context.add_data_docs_site(site_name="local", site_config=_data_docs_site(docs_dir))
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs"))
-    batch = context.data_sources.add_pandas("sales").add_dataframe_asset("raw_sales")
-    suite = context.suites.add(
-        gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations(today or date.today()))
-    )
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(
-            name=SUITE_NAME, data=batch.add_batch_definition_whole_dataframe("all"), suite=suite
-        )
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=SUITE_NAME, validation_definitions=[definition], actions=actions, result_format="SUMMARY"
-        )
-    )
-    result = checkpoint.run(batch_parameters={"dataframe": frame})
-    docs_index = docs_dir / "index.html" if docs_dir is not None else None
-    return ValidationReport(bool(result.success), len(suite.expectations), _failures(result), docs_index)
+        context.build_data_docs(site_names=["local"])
+        docs_index = docs_dir / "index.html"
+    return ValidationReport(success and not failures, evaluated, failures, docs_index)
 
 
-def validate_data(settings: Settings) -> int:
+def validate_data(settings: Settings, min_series_weeks: int) -> int:
     """Entry point of `make data-test`: validate DATA_URI, write Data Docs, fail on any unmet expectation."""
-    report = validate_sales(load_sales(settings.data_uri), docs_dir=settings.reports_dir / "data-docs")
+    try:
+        frame = load_sales(settings.data_uri)
+    except DataUnreadable as error:
+        print(f"Data gate FAILED: {error}", file=sys.stderr)
+        return 1
+    report = validate_sales(frame, settings.reports_dir / "data-docs", min_series_weeks=min_series_weeks)
     print(report.summary_table())
     print(f"Data Docs: {report.docs_index}")
     return 0 if report.success else 1

@@ -1,10 +1,16 @@
-"""Who approved a release gate: read from each CI system, and refused when it cannot be told."""
+"""Identities from the CI system: who approved a gate and who trained, refused when they cannot be told."""
 
 from __future__ import annotations
 
 import pytest
 
-from {{ cookiecutter.package_name }}.approvals import ApprovalError, resolve_approver
+from {{ cookiecutter.package_name }}.ci import (
+    ApprovalError,
+    identity_key,
+    release_approvers,
+    resolve_approver,
+    trainer_identity,
+)
 
 GITHUB = {
     "GITHUB_ACTIONS": "true",
@@ -111,7 +117,44 @@ def test_outside_ci_nobody_approved() -> None:
 
 
 def test_only_https_is_called() -> None:
-    from {{ cookiecutter.package_name }}.approvals import send_json
+    from {{ cookiecutter.package_name }}.ci import send_json
 
     with pytest.raises(ApprovalError, match="non-HTTPS"):
         send_json("GET", "http://api.github.com/x", {})
+
+
+@pytest.mark.parametrize(
+    ("env", "trainer"),
+    [
+        ({**GITHUB, "GITHUB_ACTOR": "octocat", "TRAINED_BY": "someone-else"}, "octocat"),
+        ({**AZURE, "BUILD_REQUESTEDFOREMAIL": "ana@acme.example"}, "ana@acme.example"),
+        ({**JENKINS, "BUILD_USER_ID": "jdoe"}, "jdoe"),
+        ({"TRAINED_BY": "local.dev"}, "local.dev"),
+    ],
+)
+def test_the_trainer_is_who_started_the_ci_run_never_a_variable_the_job_sets(env, trainer):
+    assert trainer_identity(env) == trainer
+
+
+def test_a_ci_run_without_a_starter_identity_refuses_to_train():
+    # given Jenkins without the build-user-vars plugin: the OS user (`jenkins`) must not stand in
+    with pytest.raises(ApprovalError, match="BUILD_USER_ID is not set"):
+        trainer_identity({**JENKINS, "USER": "jenkins"})
+
+
+def test_identities_compare_across_case_width_and_spacing_but_not_across_scripts():
+    assert identity_key("  Carol ") == identity_key("carol") == identity_key("\uff23arol")
+    with pytest.raises(ApprovalError, match="mixes CYRILLIC and LATIN"):
+        identity_key("c\u0430rol")
+
+
+def test_inside_ci_the_gate_names_the_approver_and_a_typed_one_is_refused():
+    assert release_approvers({**JENKINS, "APPROVED_BY": "dave"}, "staging") == ["dave"]
+    with pytest.raises(ApprovalError, match="APPROVER is set inside CI"):
+        release_approvers({**JENKINS, "APPROVED_BY": "dave", "APPROVER": "mallory"}, "staging")
+    assert release_approvers({"APPROVER": "erin, frank"}, "production") == ["erin", "frank"]
+
+
+def test_a_job_gated_on_staging_cannot_release_to_production():
+    with pytest.raises(ApprovalError, match="gate is for RELEASE_ENVIRONMENT='staging', not 'production'"):
+        release_approvers({**JENKINS, "APPROVED_BY": "dave"}, "production")

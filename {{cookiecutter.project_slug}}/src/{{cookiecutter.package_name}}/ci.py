@@ -1,13 +1,17 @@
-"""Who approved the release gate this CI job runs behind, read from the CI system itself.
+"""Everything read from the CI system: who trained, who approved a gate, which run this is.
 
-The approver is never typed by whoever asked for the release: each CI provider records who passed its gate,
-and `resolve_approver` reads that record. When it cannot tell, it fails closed with a message saying why.
-Standard library only (urllib, json), so it runs before anything else is installed.
+In CI no identity is typed by whoever asked for a release: each provider records who started a run and who
+passed its gate, and this module reads those records. When it cannot tell, it fails closed with one line
+saying why. Identities are compared after normalisation (Unicode NFKC, case, whitespace), and names that
+mix scripts (a Cyrillic letter inside a Latin name: a look-alike) are refused. Standard library only.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
+import unicodedata
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -18,13 +22,20 @@ ENVIRONMENT_VARIABLE = "RELEASE_ENVIRONMENT"
 # Jenkins: the `input` step's submitterParameter stores the approving user id in this variable.
 JENKINS_APPROVER_VARIABLE = "APPROVED_BY"
 TIMEOUT_SECONDS = 30
+# Who started a run, per provider: the trainer of what the run registers. Jenkins needs the build-user-vars
+# plugin (`wrap([$class: 'BuildUser'])`) for BUILD_USER_ID.
+TRAINER_VARIABLES = {"github": "GITHUB_ACTOR", "azure": "BUILD_REQUESTEDFOREMAIL", "jenkins": "BUILD_USER_ID"}
+# Outside CI: who runs this, when set (a local convenience; CI ignores it).
+LOCAL_TRAINER_VARIABLE = "TRAINED_BY"
+LOCAL_APPROVER_VARIABLE = "APPROVER"
+IDENTITY = re.compile(r"[\w.@+' \[\]-]{2,100}")
 
 Fetch = Callable[[str, Mapping[str, str]], Any]
 Send = Callable[[str, str, Mapping[str, str], Any], Any]
 
 
 class ApprovalError(Exception):
-    """The approver could not be established; the release must stop. The message says what to fix."""
+    """An identity could not be established; the release must stop. The message says what to fix."""
 
 
 def send_json(method: str, url: str, headers: Mapping[str, str], body: Any = None) -> Any:
@@ -37,7 +48,7 @@ def send_json(method: str, url: str, headers: Mapping[str, str], body: Any = Non
         request.add_header("Content-Type", "application/json")
     try:
         # The scheme is checked above: only HTTPS reaches urlopen.
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # nosec B310
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # nosec B310 # https only
             return json.load(response)
     except (OSError, ValueError) as error:
         raise ApprovalError(f"{method} {url} failed: {error}") from error
@@ -48,14 +59,27 @@ def fetch_json(url: str, headers: Mapping[str, str]) -> Any:
     return send_json("GET", url, headers)
 
 
-def detect_provider(env: Mapping[str, str]) -> str:
-    """The CI system this process runs in, from the variables each one always sets."""
+def provider_of(env: Mapping[str, str]) -> str | None:
+    """The CI system this process runs in, from the variables each one always sets; None outside CI."""
     if env.get("GITHUB_ACTIONS") == "true":
         return "github"
     if env.get("TF_BUILD", "").lower() == "true":
         return "azure"
     if env.get("JENKINS_URL"):
         return "jenkins"
+    return None
+
+
+def in_ci(env: Mapping[str, str]) -> bool:
+    """True inside one of the supported CI providers: there, identities and data come from the CI system."""
+    return provider_of(env) is not None
+
+
+def detect_provider(env: Mapping[str, str]) -> str:
+    """The CI system this process runs in; fails when there is none (no gate can have approved)."""
+    provider = provider_of(env)
+    if provider is not None:
+        return provider
     raise ApprovalError(
         "not running in GitHub Actions, Azure Pipelines or Jenkins, so no gate approved this release: "
         "run promotions locally with `make promote ... APPROVER=<your name>`"
@@ -150,3 +174,81 @@ RESOLVERS: dict[str, Callable[[Mapping[str, str], Fetch], str]] = {
 def resolve_approver(env: Mapping[str, str], fetch: Fetch = fetch_json) -> str:
     """Who approved the gate of the current CI job; raises ApprovalError when that cannot be told."""
     return RESOLVERS[detect_provider(env)](env, fetch)
+
+
+def identity_key(name: str) -> str:
+    """The form identities are compared in: NFKC, case-folded, whitespace collapsed; one script only."""
+    text = " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+    scripts = {unicodedata.name(char, "UNKNOWN").split()[0] for char in text if char.isalpha()}
+    if len(scripts) > 1:
+        raise ApprovalError(
+            f"identity {name!r} mixes {' and '.join(sorted(scripts))} letters (a look-alike of another"
+            " name?): use the exact account name"
+        )
+    return text
+
+
+def check_identity(name: str, what: str) -> str:
+    """One identity, checked as a whole string; returned stripped."""
+    name = name.strip()
+    if not IDENTITY.fullmatch(unicodedata.normalize("NFKC", name)):
+        raise ApprovalError(
+            f"{what} {name!r} is not a user name or email (2-100 letters, digits, . @ + ' - _ [ ] or spaces)"
+        )
+    identity_key(name)
+    return name
+
+
+def approver_names(approvers: str) -> list[str]:
+    """The named humans behind a gate (it may report several, comma-separated), each checked."""
+    names = [check_identity(name, "approver") for name in approvers.split(",") if name.strip()]
+    if not names:
+        raise ApprovalError(
+            "an approver is required: locally pass APPROVER=<your name>; in CI the gate supplies it"
+        )
+    return names
+
+
+def release_approvers(env: Mapping[str, str], environment: str, fetch: Fetch = fetch_json) -> list[str]:
+    """Who approved this release to `environment`: the CI gate's record in CI, APPROVER outside it."""
+    if provider_of(env) is not None:
+        gated = env.get(ENVIRONMENT_VARIABLE, "")
+        if gated != environment:
+            raise ApprovalError(
+                f"this job's gate is for {ENVIRONMENT_VARIABLE}={gated!r}, not {environment!r}: a release"
+                " only goes to the environment whose reviewers approved the job"
+            )
+        if env.get(LOCAL_APPROVER_VARIABLE):
+            raise ApprovalError(
+                f"{LOCAL_APPROVER_VARIABLE} is set inside CI: the approver is read from the CI gate, never"
+                f" passed in; remove {LOCAL_APPROVER_VARIABLE} from the pipeline"
+            )
+        return approver_names(resolve_approver(env, fetch))
+    return approver_names(env.get(LOCAL_APPROVER_VARIABLE, ""))
+
+
+def trainer_identity(env: Mapping[str, str]) -> str:
+    """Who trained: the identity that started the CI run, or the local user outside CI."""
+    provider = provider_of(env)
+    if provider is None:
+        return check_identity(env.get(LOCAL_TRAINER_VARIABLE) or getpass.getuser(), "trainer")
+    variable = TRAINER_VARIABLES[provider]
+    if not env.get(variable, "").strip():
+        raise ApprovalError(
+            f"cannot tell who started this {provider} run ({variable} is not set), so four-eyes could not be"
+            f" checked later: see docs/ci-{provider}.md"
+        )
+    return check_identity(env[variable], "trainer")
+
+
+def ci_run_url(env: Mapping[str, str]) -> str:
+    """A link to the CI run (GitHub, Azure Pipelines, Jenkins), or "local"."""
+    if env.get("CI_RUN_URL"):
+        return env["CI_RUN_URL"]
+    if env.get("GITHUB_RUN_ID"):
+        repository = f"{env.get('GITHUB_SERVER_URL')}/{env.get('GITHUB_REPOSITORY')}"
+        return f"{repository}/actions/runs/{env['GITHUB_RUN_ID']}"
+    if env.get("BUILD_BUILDID") and env.get("SYSTEM_COLLECTIONURI"):
+        project = env.get("SYSTEM_TEAMPROJECT", "")
+        return f"{env['SYSTEM_COLLECTIONURI']}{project}/_build/results?buildId={env['BUILD_BUILDID']}"
+    return env.get("BUILD_URL") or "local"

@@ -1,0 +1,73 @@
+"""Values a person or CI hands to a command (VERSION, ENV, CONFIG, PORT), checked as whole strings.
+
+Make recipes never expand these variables: the CLI reads them from its options or, failing that, from the
+environment, so a value is always data and never code. A bad value stops the command with one line naming
+the variable, what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }}.settings import variable
+
+PORT = re.compile(r"[1-9][0-9]{0,4}")
+CONFIG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}\.toml")
+
+
+class InputError(Exception):
+    """A value passed to a command is missing or malformed; the message names it and the fix."""
+
+
+def _value(given: str | None, name: str, env: Mapping[str, str]) -> str | None:
+    return given if given is not None else variable(name, env)
+
+
+def version(given: str | None, env: Mapping[str, str] = os.environ, required: bool = True) -> str | None:
+    """VERSION: a registry version number."""
+    value = _value(given, "VERSION", env)
+    if value is None and not required:
+        return None
+    try:
+        return registry.parse_version(value)
+    except registry.RegistryError as error:
+        raise InputError(str(error)) from error
+
+
+def environment(given: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """ENV: the release environment."""
+    value = _value(given, "ENV", env)
+    if value not in registry.ENVIRONMENTS:
+        raise InputError(f"ENV={value!r} is not a release environment: pass ENV=staging or ENV=production")
+    return value
+
+
+def port(given: str | None, env: Mapping[str, str] = os.environ, default: int = 5001) -> int:
+    """PORT: a TCP port on 127.0.0.1."""
+    value = _value(given, "PORT", env)
+    if value is None:
+        return default
+    if not PORT.fullmatch(value) or int(value) > 65535:
+        raise InputError(f"PORT={value!r} is not a TCP port: pass a number from 1 to 65535, e.g. PORT=5001")
+    return int(value)
+
+
+def config(
+    given: str | None, env: Mapping[str, str] = os.environ, default: str = "config/train.toml"
+) -> Path:
+    """CONFIG: a TOML file of training parameters inside the repository."""
+    value = _value(given, "CONFIG", env) or default
+    if not CONFIG.fullmatch(value) or ".." in Path(value).parts:
+        raise InputError(
+            f"CONFIG={value!r} is not a relative path to a .toml file in this repository, e.g."
+            " CONFIG=config/train.toml"
+        )
+    if not Path(value).is_file():
+        raise InputError(
+            f"CONFIG={value!r} does not exist: pass a file under config/, e.g. config/train.toml"
+        )
+    return Path(value)
