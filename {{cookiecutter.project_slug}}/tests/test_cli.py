@@ -29,6 +29,7 @@ def test_settings_prints_the_model_name_and_tracking_store(capsys, monkeypatch):
         (["serve"], {"VERSION": "1", "PORT": "80 "}, "PORT='80 ' is not a TCP port"),
         (["train"], {"CONFIG": "../secrets.toml"}, "is not a relative path to a .toml file"),
         (["pinned"], {"ENV": "production\nstaging"}, "is not a release environment"),
+        (["release-pr"], {}, "ENV is required: pass ENV=staging or ENV=production"),
     ],
 )
 def test_bad_values_stop_a_command_in_one_line_before_it_touches_anything(

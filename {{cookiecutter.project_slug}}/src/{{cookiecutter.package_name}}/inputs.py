@@ -41,6 +41,8 @@ def version(given: str | None, env: Mapping[str, str] = os.environ, required: bo
 def environment(given: str | None, env: Mapping[str, str] = os.environ) -> str:
     """ENV: the release environment."""
     value = _value(given, "ENV", env)
+    if value is None:
+        raise InputError("ENV is required: pass ENV=staging or ENV=production")
     if value not in registry.ENVIRONMENTS:
         raise InputError(f"ENV={value!r} is not a release environment: pass ENV=staging or ENV=production")
     return value
