@@ -25,7 +25,7 @@ REGISTRY = re.compile(
     r"(/[a-z0-9]+([._-][a-z0-9]+)*)*"
 )
 GIT_URL = re.compile(r"(https://|ssh://git@)[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)+")
-# Branch names are pasted unquoted into YAML, Groovy and Python strings: a plain-scalar-safe subset of git's.
+# Branch names go into YAML (quoted), Groovy and Python strings: a subset of git's that is safe in all three.
 BRANCH_CHARACTERS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 # What `git check-ref-format` refuses anywhere in a name: ASCII control characters, space and ~^:?*[\
 GIT_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
