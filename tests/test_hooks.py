@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+from cookiecutter.generate import generate_context
+from cookiecutter.prompt import prompt_for_config
 
 import dependency_modules
 from conftest import TEMPLATE, VENV, render
@@ -124,6 +128,80 @@ def test_validator_refuses_jinja_that_cookiecutter_would_not_have_rendered():
 def test_every_bad_answer_is_reported_at_once():
     errors = pre_gen.validate({**DEFAULTS, "project_slug": "X", "author_email": "nope"})
     assert [e.split("=")[0] for e in errors] == ["ERROR: project_slug", "ERROR: author_email"]
+
+
+def cookiecutter_cli(output_dir: Path, *answers: str) -> subprocess.CompletedProcess[str]:
+    """Render with cookiecutter's own command line, as a user does."""
+    return subprocess.run(
+        [str(VENV / "bin" / "cookiecutter"), str(TEMPLATE), "--no-input", "-o", str(output_dir), *answers],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+# (answers given, fields the errors must name): a bad source is named once, not again through its defaults
+CASCADES = [
+    (["project_slug=Bad_Slug"], ["project_slug"]),
+    (['project_name=Bad "Name"'], ["project_name"]),
+    (["project_name=9 Lives"], ["project_slug"]),
+    (["project_slug=Bad_Slug", "package_name=class"], ["project_slug", "package_name"]),
+    (["project_slug=Bad_Slug", "model_name=Bad_Slug-v2"], ["project_slug", "model_name"]),
+]
+
+
+@pytest.mark.parametrize(("answers", "fields"), CASCADES, ids=lambda v: " ".join(v)[:40])
+def test_a_bad_source_answer_is_reported_once_not_through_the_answers_derived_from_it(tmp_path, answers, fields):
+    # when a user renders with a bad answer that other defaults derive from
+    result = cookiecutter_cli(tmp_path, *answers)
+    # then only that answer, and derived answers the user changed and got wrong too, are named
+    assert result.returncode != 0
+    named = [line.split("=")[0].removeprefix("ERROR: ") for line in result.stderr.splitlines() if "=" in line]
+    assert named == fields
+
+
+@pytest.mark.parametrize("name", ["Demand Forecast", "  Store_Sales Weekly ", 'Bad "Name"', "9 Lives"])
+def test_derivations_in_the_hook_are_the_defaults_of_cookiecutter_json(name):
+    # given the defaults cookiecutter itself derives for a project name
+    context = generate_context(TEMPLATE / "cookiecutter.json", extra_context={"project_name": name})
+    answers = prompt_for_config(context, no_input=True)
+    raw = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    # then the hook knows every derived default and derives each the same way
+    assert {field for field, value in raw.items() if "{{" in str(value)} == set(pre_gen.DERIVED)
+    for field, (source, derive) in pre_gen.DERIVED.items():
+        assert answers[field] == derive(answers[source]), field
+
+
+def test_bad_answers_print_one_block_naming_each_and_the_fix(tmp_path):
+    # when a user renders with two bad answers
+    result = cookiecutter_cli(tmp_path, "project_slug=Bad_Slug", "author_email=nope")
+    # then stderr is one block: a line per answer with the rule to follow, then what to do; the exit is non-zero
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "ERROR: project_slug='Bad_Slug' is invalid: use lowercase letters, digits and single hyphens, "
+        "starting with a letter (e.g. demand-forecast).",
+        "ERROR: author_email='nope' is invalid: must look like name@example.com.",
+        "Nothing was generated: fix the 2 answers above and run cookiecutter again.",
+    ]
+    # cookiecutter's own report (with a traceback it logs for every failing hook) goes to stdout, after the block
+    assert "Hook script failed (exit status: 1)" in result.stdout
+
+
+def test_a_good_render_prints_the_first_commands_of_its_readme(tmp_path):
+    # when a user renders with valid answers
+    result = cookiecutter_cli(tmp_path)
+    project = tmp_path / "demand-forecast"
+    # then cookiecutter prints where to go and what to run first, as the README's "Start here" shows it
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["Next steps:", f"  cd {project}"]
+    commands = [line.split("#")[0].strip() for line in lines[2:-1]]
+    assert commands[:2] == ["make install", "make demo"]
+    readme = (project / "README.md").read_text()
+    assert all(line.strip() in readme for line in lines[2:-1])
+    assert "docs/" in lines[-1]
+    # and the hooks left no git repository behind (`make install` makes one)
+    assert not (project / ".git").exists()
 
 
 @pytest.mark.parametrize(("field", "value", "words"), BAD_ANSWERS, ids=lambda v: str(v)[:24])
@@ -272,8 +350,8 @@ def test_a_hostile_but_valid_branch_renders_as_a_string_everywhere(tmp_path, pro
         assert branch in set().union(*map(strings_in, documents)), path
     # and the Python and Groovy that name it compile it as a string literal
     package = next((project / "src").iterdir())
-    assert f'DEFAULT_BASE_BRANCH = "{branch}"' in (package / "release_pr.py").read_text()
-    compile((package / "release_pr.py").read_text(), "release_pr.py", "exec")
+    assert f'DEFAULT_BRANCH = "{branch}"' in (package / "gitops.py").read_text()
+    compile((package / "gitops.py").read_text(), "gitops.py", "exec")
     if provider == "jenkins":
         assert f"branch '{branch}'" in (project / "Jenkinsfile").read_text()
 
@@ -316,14 +394,16 @@ def test_hook_refuses_every_module_of_the_rendered_dependencies(installed_projec
 
 
 @pytest.mark.parametrize("provider", ["github", "azure", "jenkins"])
-def test_post_gen_hook_is_idempotent(tmp_path, provider):
+def test_post_gen_hook_is_idempotent(tmp_path, capsys, provider):
     # given a rendered project, pruned once by the real hook
     project = render(tmp_path, ci_provider=provider)
     before = sorted(p.relative_to(project) for p in project.rglob("*"))
-    # when cruft re-runs the hook
-    post_gen.main(provider, project)
-    # then nothing changes and nothing fails
+    capsys.readouterr()
+    # when cruft re-runs the hook (cruft sets no _output_dir)
+    post_gen.main({"ci_provider": provider, "_template": str(TEMPLATE)}, project)
+    # then nothing changes, nothing fails, and no next steps point into cruft's temporary folder
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+    assert capsys.readouterr().out == ""
 
 
 def test_hook_runs_with_the_standard_library_only():

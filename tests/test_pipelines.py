@@ -214,9 +214,11 @@ def test_version_resolved_once_and_approvers_read_from_ci(projects: dict[str, Pa
     assert "approver" not in called
     for path in ci_files(provider, project):
         assert "APPROVER" not in path.read_text(), f"{path.name}: APPROVER must never be set in CI"
-    # Releases and rollbacks run only inside the gate of their environment.
+    # Releases and rollbacks run only inside the gate of their environment; each promotion then republishes
+    # the version's evidence, its approval now in the history.
     gated = [t for _, script in release_steps(provider, project) for t in called_targets(script)]
-    assert sorted(t for t in gated if t != "install") == ["promote"] * 2 + ["release-pr"] * 3 + ["rollback"]
+    released = ["evidence"] * 2 + ["promote"] * 2 + ["release-pr"] * 3 + ["rollback"]
+    assert sorted(t for t in gated if t != "install") == released
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -506,6 +508,7 @@ READS = {
     "promote": {"VERSION", "ENV", "RELEASE_ENVIRONMENT", "APPROVED_BY"},
     "rollback": {"ENV", "RELEASE_ENVIRONMENT", "APPROVED_BY"},
     "release-pr": {"VERSION", "ENV"},
+    "evidence": {"VERSION"},
 }
 # How each provider runs a step's script.
 SHELLS = {"github": ["bash", "-e", "-c"], "azure": ["bash", "-c"], "jenkins": ["sh", "-e", "-c"]}
@@ -525,8 +528,14 @@ def hostile_cases(target: str) -> Iterator[dict[str, str]]:
 def test_release_steps_refuse_hostile_values(installed_project: Path, tmp_path: Path, provider: str) -> None:
     # given the release and rollback steps as this provider's files hold them, in a fresh project
     project = render(tmp_path / "render", ci_provider=provider)
-    steps = {script: env for env, script in release_steps(provider, project) if called_targets(script) != ["install"]}
-    assert sorted(steps) == ["make promote", "make release-pr", "make rollback"], steps
+    steps = {
+        script: env
+        for env, script in release_steps(provider, project)
+        if called_targets(script) not in ([], ["install"])
+    }
+    assert sorted(t for script in steps for t in called_targets(script)) == [
+        "evidence", "promote", "release-pr", "rollback"
+    ], steps  # fmt: skip
     cases = []
     for script, environment in steps.items():
         # A gate approved (through Jenkins' variables: no network), and the stage's own values.
@@ -539,6 +548,9 @@ def test_release_steps_refuse_hostile_values(installed_project: Path, tmp_path: 
             "ENV": environment,
             "VERSION": "1",
             "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            # where the evidence steps hand their Markdown to the CI system
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+            "AGENT_TEMPDIRECTORY": str(tmp_path),
         }
         (target,) = called_targets(script)
         for templates in hostile_cases(target):
@@ -660,4 +672,7 @@ def test_github_flow_runs_locally_from_pr_to_production(tmp_path: Path, installe
     holder = run([str(VENV / "bin" / "python"), "-c", check], project).stdout.split()
     assert holder == [version, "model-trainer", "release-approver"]
     assert f"MODEL_VERSION={version}" in (project / "deploy" / "production" / "model.env").read_text()
-    assert "No evidence report" not in (tmp_path / "summary.md").read_text()
+    # and the job summaries carry the version's evidence: after the back-test, and again after each approval
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.count(f"## Evidence of demand-forecast-model version {version}: back-test PASSED") == 3
+    assert "promotion to production approved by release-approver" in summary

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import socket
 import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -30,10 +39,11 @@ def test_every_gate_behaves_as_expected(demo):
 
 def test_the_worse_model_is_refused_for_its_failed_back_test(demo):
     project, result = demo
-    assert "Promotion refused: version 2 failed its back-test" in result.stdout
+    assert "Promotion refused: version 2 failed its back-test" in result.stderr
     report = (project / "reports" / "backtest-v2.md").read_text()
-    assert "FAILED" in report and "| window |" in report
-    assert (project / "reports" / "backtest-v2.png").stat().st_size > 0
+    assert "FAILED" in report and "| window |" in report and "(the floor)" in report
+    plot = (project / "reports" / "backtest-v2.svg").read_text()
+    assert "Version 2: back-test FAILED" in plot and "champion v1" in plot and "floor 0.15" in plot
 
 
 def test_git_records_every_promotion_and_the_rollback(demo):
@@ -47,7 +57,7 @@ def test_git_records_every_promotion_and_the_rollback(demo):
         "Promote demand-forecast-model v3 to staging (approved by alice.reviewer)",
         "Promote demand-forecast-model v1 to production (approved by bob.release-manager)",
         "Promote demand-forecast-model v1 to staging (approved by alice.reviewer)",
-        "Initial commit",
+        "Start the project from the template",
     ]
     assert 'newTag: "v1"' in (project / "deploy" / "production" / "kustomization.yaml").read_text()
     assert "MODEL_VERSION=3" in (project / "deploy" / "staging" / "model.env").read_text()
@@ -76,3 +86,128 @@ def test_lineage_shows_the_append_only_release_history(demo):
     assert "releases (append-only history):" in text
     assert "rollback  production v3 -> v1  approved by bob.release-manager" in text
     assert "promotion staging    none -> v1  approved by alice.reviewer" in text
+
+
+# ---- the evidence page a reviewer opens, in a real browser -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evidence(demo):
+    """`make evidence VERSION=1` after the demo: v1 was back-tested, promoted twice and restored by a rollback."""
+    project, _ = demo
+    result = make(project, "evidence", "VERSION=1")
+    return project / "reports" / "evidence-v1.html", result
+
+
+def test_evidence_prints_markdown_for_the_ci_summary_and_names_its_files_on_stderr(evidence):
+    page, result = evidence
+    assert result.stdout.startswith("## Evidence of demand-forecast-model version 1: back-test PASSED")
+    assert "| Latest approval | rollback to production approved by bob.release-manager" in result.stdout
+    assert result.stdout == page.with_suffix(".md").read_text()
+    assert result.stderr.strip() == (
+        "Evidence of version 1: reports/evidence-v1.md and reports/evidence-v1.html (logged to its run under evidence/)"
+    )
+
+
+def test_evidence_links_the_data_docs_of_the_training_run_which_name_the_data_and_the_run(evidence):
+    page, _ = evidence
+    links = re.findall(r'<a href="(file://[^"]+)"', page.read_text())
+    assert len(links) == 3, links  # one page per suite
+    for link in links:
+        docs = Path(unquote(urlsplit(link).path)).read_text()
+        assert "data/raw/sales.parquet (sha256 " in docs and "Run Name" in docs and "train-" in docs
+
+
+def chromium() -> str:
+    """Debian's chromium: CI must have it (.ci/run installs it); elsewhere the browser checks are skipped."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed, and CI must run the browser checks: apt-get install chromium")
+        pytest.skip("chromium is not installed (apt-get install chromium): the browser checks need it")
+    return path
+
+
+# Chromium's own services (updates, accounts, time) call Google hosts at start-up whatever the page: not the page.
+BROWSER_SERVICES = re.compile(r"(^|\.)(google\.com|googleapis\.com|gstatic\.com|gvt1\.com|gvt2\.com)$")
+
+
+@contextmanager
+def proxy() -> Iterator[tuple[int, list[str]]]:
+    """A proxy that answers nothing and records the host of every request a browser sends it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    hosts: list[str] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(2)
+                request = connection.recv(4096).decode(errors="replace").split(" ")
+                target = request[1] if len(request) > 1 else ""
+                hosts.append(urlsplit(target).hostname or target.rsplit(":", 1)[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], hosts
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+
+
+def browse(url: str, tmp_path: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Open a URL in headless Chromium with every request sent to `proxy`; the result and the hosts asked for."""
+    with proxy() as (port, hosts):
+        result = subprocess.run(
+            [
+                chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                f"--user-data-dir={tmp_path / 'profile'}", "--disable-background-networking",
+                "--disable-component-update", "--disable-features=NetworkTimeServiceQuerying",
+                f"--proxy-server=http://127.0.0.1:{port}", "--proxy-bypass-list=<-loopback>",
+                "--window-size=1100,1400", *flags, url,
+            ],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    return result, [host for host in hosts if not BROWSER_SERVICES.search(host)]
+
+
+def test_a_reviewer_sees_the_verdict_floor_plot_and_approvals_and_the_page_fetches_nothing(evidence, tmp_path):
+    # given the page written for version 1, opened from disk as a reviewer would
+    page, _ = evidence
+    # when a browser renders it
+    result, requested = browse(page.as_uri(), tmp_path, "--dump-dom")
+    # then what it shows is the verdict, the policy, the plot and the approval history
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", result.stdout))
+    assert "Evidence of demand-forecast-model version 1" in text and "Back-test PASSED" in text
+    assert "at most 0.15 (the floor)" in text and "floor 0.15" in text and "candidate v1" in text
+    for approval in ("promotion staging none → 1 alice.reviewer", "rollback production 3 → 1 bob.release-manager"):
+        assert approval in text, approval
+    # and it asked the network for nothing
+    assert requested == []
+
+
+def test_the_network_check_sees_a_page_that_does_fetch(tmp_path):
+    page = tmp_path / "fetches.html"
+    page.write_text('<!DOCTYPE html><img src="http://evidence-check.invalid/pixel.png">')
+    _, requested = browse(page.as_uri(), tmp_path, "--dump-dom")
+    assert requested == ["evidence-check.invalid"]
+
+
+def test_the_evidence_page_renders_as_a_page_not_a_blank(evidence, tmp_path):
+    from PIL import Image
+
+    page, _ = evidence
+    shot = tmp_path / "evidence.png"
+    browse(page.as_uri(), tmp_path, f"--screenshot={shot}")
+    with Image.open(shot) as image:
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "the screenshot is blank or nearly so"
+    passed_banner = next((count for count, colour in colours if colour == (0xE3, 0xF4, 0xE8)), 0)
+    assert passed_banner > 5000, "no green PASSED banner in view"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from datetime import date
 
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.backtest import Policy, compare_to_champion, rolling_windows
+from {{ cookiecutter.package_name }}.backtest import compare_to_champion, record_of, rolling_windows
+from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, Policy
+from {{ cookiecutter.package_name }}.evidence_report import backtest_markdown
 
 POLICY = Policy(windows=3, window_weeks=4, wape_floor=0.15, max_regression=0.005)
 
@@ -44,3 +47,23 @@ def test_rolling_windows_cut_the_newest_weeks_into_consecutive_windows_oldest_fi
     assert windows[0]["week_start"].min() == weeks[-12]
     assert all(a["week_start"].max() < b["week_start"].min() for a, b in itertools.pairwise(windows))
     assert all(len(w) == w["week_start"].nunique() * 40 for w in windows)  # every series in every week
+
+
+def test_the_report_names_the_policy_that_decided_and_every_window_and_evidence_reads_it_back():
+    # given a candidate that beats a bad champion but not the floor
+    metrics = {"mae": [20.0, 22.0], "bias": [0.01, -0.02]}
+    candidate = pd.DataFrame(
+        {"window": [1, 2], "from": [date(2026, 1, 5), date(2026, 2, 2)], "wape": [0.2, 0.18], **metrics}
+    )
+    champion = candidate.assign(wape=[0.3, 0.28])
+    verdict = compare_to_champion(candidate, champion, POLICY)
+    # when it is recorded
+    record = record_of("2", "1", candidate, champion, verdict, POLICY, "2026-03-18T09:00:00+00:00")
+    report = backtest_markdown(record)
+    # then the report says what decided, against whom, window by window
+    assert "### Back-test of version 2: FAILED" in report and "above the floor 0.15" in report
+    assert "at most 0.15 (the floor) and at most 0.005 worse than the champion's" in report
+    assert "over 3 windows of 4 weeks" in report and "Champion: version 1: mean WAPE 0.2900" in report
+    assert "| 1 | 2026-01-05 | 0.2000 | 20.00 | +0.0100 | 0.3000 | 20.00 | +0.0100 |" in report
+    # and the record on the run reads back as written
+    assert BacktestRecord.from_json(record.to_json()) == record

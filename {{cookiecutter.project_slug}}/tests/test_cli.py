@@ -1,6 +1,7 @@
-"""The CLI is what CI runs: it must start and describe its settings."""
+"""The CLI is what CI runs and what a newcomer types: every mistake gets one line with its fix."""
 
 import json
+import shutil
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_settings_prints_the_model_name_and_tracking_store(capsys, monkeypatch):
         (["serve"], {"VERSION": "1", "PORT": "80 "}, "PORT='80 ' is not a TCP port"),
         (["train"], {"CONFIG": "../secrets.toml"}, "is not a relative path to a .toml file"),
         (["pinned"], {"ENV": "production\nstaging"}, "is not a release environment"),
-        (["release-pr"], {}, "ENV is required: pass ENV=staging or ENV=production"),
+        (["release-pr"], {}, "ENV is required. Usage: make release-pr ENV=staging|production"),
     ],
 )
 def test_bad_values_stop_a_command_in_one_line_before_it_touches_anything(
@@ -52,7 +53,7 @@ def test_in_ci_the_synthetic_generator_never_overwrites_real_data(capsys, monkey
     monkeypatch.setenv("DATA_URI", str(real))
     assert main(["generate-data"]) == 1
     assert real.read_bytes() == b"the team's real extract"
-    assert "never overwrites it" in capsys.readouterr().out
+    assert "never overwrites it" in capsys.readouterr().err
 
 
 def test_in_ci_training_without_data_uri_stops_in_one_line(capsys, monkeypatch):
@@ -60,5 +61,51 @@ def test_in_ci_training_without_data_uri_stops_in_one_line(capsys, monkeypatch):
     monkeypatch.setenv("GITHUB_ACTOR", "octocat")
     monkeypatch.delenv("DATA_URI", raising=False)
     assert main(["train"]) == 1
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert printed == "Training refused: DATA_URI is not set; in CI training reads your real data from it.\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["promote"], "make promote VERSION=N ENV=staging|production APPROVER=<your name>"),
+        (["promote", "--version", "1"], "make promote VERSION=N ENV=staging|production"),
+        (["rollback"], "make rollback ENV=staging|production"),
+        (["backtest"], "make backtest VERSION=N"),
+        (["reproduce"], "make reproduce VERSION=N"),
+        (["serve"], "make serve VERSION=N"),
+        (["image"], "make image VERSION=N"),
+        (["pinned"], "make pinned ENV=staging|production"),
+    ],
+)
+def test_a_missing_value_is_answered_with_the_make_usage_line(capsys, argv, usage):
+    assert main(argv) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.count("\n") == 1 and "is required. Usage: " + usage in printed.err
+
+
+def test_a_newcomer_s_first_mistakes_each_get_one_line_with_the_fix(
+    capsys, monkeypatch, settings, blank_store
+):
+    # given an empty store and no data yet, as right after `make install`
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("DATA_URI", str(settings.data_uri))
+    monkeypatch.setenv("MODEL_NAME", settings.model_name)
+    shutil.copy(blank_store, settings.tracking_uri.removeprefix("sqlite:///"))
+    cases = [
+        (["train"], "run `make data` for the synthetic example"),
+        (["validate-data"], "run `make data` for the synthetic example"),
+        (["backtest", "--version", "7"], "has no version 7: list them with `make versions`"),
+        (["lineage", "--version", "7"], "has no version 7: list them with `make versions`"),
+        (["versions"], "run `make train` first"),
+        (["candidate"], "run `make train` first"),
+    ]
+    for argv, fix in cases:
+        # when
+        code = main(argv)
+        # then
+        printed = capsys.readouterr()
+        assert code != 0, argv
+        assert printed.err.count("\n") == 1 and fix in printed.err, (argv, printed)
+        assert "Traceback" not in printed.out + printed.err

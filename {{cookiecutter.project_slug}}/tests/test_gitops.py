@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }}.gitops import PinError, pinned_contents, read_pins, write_atomically
+from {{ cookiecutter.package_name }}.gitops import (
+    DEFAULT_BRANCH,
+    PinError,
+    initialise_repository,
+    pinned_contents,
+    read_pins,
+    write_atomically,
+)
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
@@ -43,3 +51,28 @@ def test_a_second_pin_line_is_refused_before_anything_is_written(staging):
     env_file.write_text(env_file.read_text() + "MODEL_VERSION=9\n")
     with pytest.raises(PinError, match="exactly one"):
         pinned_contents(staging, "7", None)
+
+
+def git(folder: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def test_a_fresh_render_becomes_a_repository_with_one_clean_first_commit(tmp_path):
+    # given a rendered project that is not a repository, inside a folder that is one (as `make demo` renders)
+    git(tmp_path, "init", "--quiet")
+    project = tmp_path / "product"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "model.py").write_text("print('model')\n")
+    (project / ".gitignore").write_text("mlflow.db\n")
+    (project / "mlflow.db").write_text("")
+    # when
+    assert initialise_repository(project) is True
+    # then it has its own repository on the default branch, everything but ignored files committed
+    assert git(project, "rev-parse", "--show-toplevel").strip() == str(project.resolve())
+    assert git(project, "branch", "--show-current").strip() == DEFAULT_BRANCH
+    assert git(project, "ls-files").split() == [".gitignore", "src/model.py"]
+    assert git(project, "status", "--porcelain") == ""
+    # and a second run changes nothing
+    assert initialise_repository(project) is False
+    assert git(project, "rev-list", "--count", "HEAD").strip() == "1"

@@ -49,6 +49,7 @@ def register_tiny_model(settings: Settings) -> str:
 
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
+    mlflow.set_experiment("images")  # not an experiment id another test left active in another store
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(
             LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]),

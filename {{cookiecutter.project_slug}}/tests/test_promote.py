@@ -222,7 +222,7 @@ def test_illegal_promotion_is_refused_and_changes_nothing(client, settings, caps
     code = promote(settings, version, environment, approver)
     # then
     assert code == 1
-    assert ILLEGAL[arrange] in capsys.readouterr().out
+    assert ILLEGAL[arrange] in capsys.readouterr().err
     assert registry_state(client, settings) == registry_before
     assert deploy_state(settings) == deploy_before
 
@@ -315,7 +315,7 @@ def test_rollback_returns_production_to_the_previous_version(client, settings):
 
 def test_rollback_without_history_is_refused(client, settings, capsys):
     assert rollback(settings, "production", "erin") == 1
-    assert "no earlier release to roll back to" in capsys.readouterr().out
+    assert "no earlier release to roll back to" in capsys.readouterr().err
 
 
 def two_production_releases(client, settings, **first_evidence: str) -> tuple[str, str]:
@@ -332,7 +332,7 @@ def test_rollback_is_refused_to_the_trainer_of_the_restored_version(client, sett
     two_production_releases(client, settings)
     before = registry_state(client, settings), deploy_state(settings)
     assert rollback(settings, "production", "CAROL") == 1
-    assert "four-eyes" in capsys.readouterr().out
+    assert "four-eyes" in capsys.readouterr().err
     assert (registry_state(client, settings), deploy_state(settings)) == before
 
 
@@ -340,7 +340,7 @@ def test_rollback_rechecks_the_evidence_of_the_restored_version(client, settings
     first, _ = two_production_releases(client, settings)
     client.set_model_version_tag(settings.model_name, first, "data_validation", "failed")
     assert rollback(settings, "production", "grace") == 1
-    assert "data_validation=failed" in capsys.readouterr().out
+    assert "data_validation=failed" in capsys.readouterr().err
     assert str(client.get_model_version_by_alias(settings.model_name, "production").version) != first
 
 
@@ -360,7 +360,7 @@ def test_an_interrupted_promotion_is_completed_by_rerunning_it(client, settings,
     # then another release to staging is refused with the exact repair step
     other = new_version(client, settings)
     assert promote(settings, other, "staging", "dave") == 1
-    assert f"complete it first with `make promote VERSION={version} ENV=staging`" in capsys.readouterr().out
+    assert f"complete it first with `make promote VERSION={version} ENV=staging`" in capsys.readouterr().err
     # and re-running the same command completes it, with the approval record and one history entry
     assert promote(settings, version, "staging", "dave") == 0
     promoted = client.get_model_version(settings.model_name, version).tags

@@ -96,6 +96,12 @@ def test_snapshot_is_addressed_by_fingerprint_and_refuses_tampering(sales, tmp_p
         load_snapshot(path, data_fp)
 
 
+def test_outside_git_training_says_up_front_that_production_will_refuse_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert provenance.git_dirty()
+    assert "not a git repository" in provenance.untraceable_reason()
+
+
 def test_code_is_traceable_only_from_a_clean_commit(tmp_path, monkeypatch):
     # given a git repository with one commit
     monkeypatch.chdir(tmp_path)
@@ -104,9 +110,15 @@ def test_code_is_traceable_only_from_a_clean_commit(tmp_path, monkeypatch):
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "v1"]):
         subprocess.run([*git, *args], check=True)
     assert not provenance.git_dirty() and len(provenance.git_sha()) == 40
-    # when a new, uncommitted source file appears, the code is no longer traceable
+    assert provenance.untraceable_reason() is None
+    # when a committed file changes and a new one appears, the code is untraceable, and training says why
+    (tmp_path / "train.py").write_text("print('v1.1')\n")
     (tmp_path / "features_v2.py").write_text("print('v2')\n")
     assert provenance.git_dirty()
+    assert provenance.untraceable_reason() == (
+        "uncommitted changes in train.py, features_v2.py (see `git status`)"
+    )
+    (tmp_path / "train.py").write_text("print('v1')\n")
     # and ignored outputs (data, stores, reports) do not count
     (tmp_path / "features_v2.py").unlink()
     (tmp_path / ".gitignore").write_text("mlflow.db\n")

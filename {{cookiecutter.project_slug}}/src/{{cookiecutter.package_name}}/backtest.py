@@ -1,44 +1,41 @@
 """Back-test stage: replay history through the candidate and the current champion, and record a verdict.
 
 Both models are scored over HTTP, so the same replay runs locally (servers on loopback ports) and in the
-cluster back-test environment (infra/backtest/, the candidate's Service URL passed in).
+cluster back-test environment (infra/backtest/, the candidate's Service URL passed in). The verdict goes on
+the version as tags; what decided it (policy, every window's scores, champion) goes on its run as a
+`BacktestRecord`, with the report and plot `make evidence` shows a reviewer.
 """
 
 from __future__ import annotations
 
-import tomllib
+import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }}.backtest_record import (
+    ARTIFACT_DIR,
+    METRICS,
+    BacktestRecord,
+    Policy,
+    WindowScore,
+    window_plot,
+)
 from {{ cookiecutter.package_name }}.data import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
+from {{ cookiecutter.package_name }}.evidence_report import backtest_markdown
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
 
-POLICY_FILE = Path("config/backtest.toml")
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 CHAMPION_ALIAS = "production"
-
-
-@dataclass(frozen=True)
-class Policy:
-    windows: int
-    window_weeks: int
-    wape_floor: float
-    max_regression: float
-
-    @classmethod
-    def from_toml(cls, path: Path = POLICY_FILE) -> Policy:
-        raw = tomllib.loads(path.read_text())
-        return cls(
-            int(raw["windows"]),
-            int(raw["window_weeks"]),
-            float(raw["wape_floor"]),
-            float(raw["max_regression"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -58,8 +55,8 @@ def rolling_windows(history: pd.DataFrame, windows: int, window_weeks: int) -> l
     ]
 
 
-def replay(url: str, windows: list[pd.DataFrame]) -> pd.DataFrame:
-    """Score every window through one endpoint; one row of metrics per window."""
+def replay(url: str, windows: list[pd.DataFrame], label: str) -> pd.DataFrame:
+    """Score every window through one endpoint; one row of metrics per window, a progress line per window."""
     from {{ cookiecutter.package_name }}.serve import score
 
     rows = []
@@ -72,6 +69,7 @@ def replay(url: str, windows: list[pd.DataFrame]) -> pd.DataFrame:
                 **forecast_metrics(window[TARGET], predictions),
             }
         )
+        print(f"  {label}: window {number}/{len(windows)} scored (WAPE {rows[-1]['wape']:.4f})", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -96,89 +94,108 @@ def compare_to_champion(candidate: pd.DataFrame, champion: pd.DataFrame | None, 
     return Verdict(True, reason, candidate_wape, champion_wape)
 
 
-def report_markdown(
+def record_of(
     version: str,
     champion_version: str | None,
     candidate: pd.DataFrame,
     champion: pd.DataFrame | None,
     verdict: Verdict,
-) -> str:
-    """The evidence a reviewer reads at the approval gate (CI job summaries show it as is)."""
-    lines = [
-        f"## Back-test of version {version}: {'PASSED' if verdict.passed else 'FAILED'}",
-        "",
-        f"{verdict.reason}. Champion: {'version ' + champion_version if champion_version else 'none'}.",
-        "",
-        "| window | from | candidate WAPE | candidate MAE | candidate bias "
-        "| champion WAPE | champion MAE | champion bias |",
-        "|---|---|---|---|---|---|---|---|",
+    policy: Policy,
+    at: str,
+) -> BacktestRecord:
+    """The machine-readable back-test: what decided the verdict, window by window."""
+
+    def scores(frame: pd.DataFrame | None, index: int) -> dict[str, float] | None:
+        return None if frame is None else {metric: float(frame.iloc[index][metric]) for metric in METRICS}
+
+    windows = [
+        WindowScore(int(row.window), str(row["from"]), scores(candidate, index), scores(champion, index))
+        for index, row in candidate.iterrows()
     ]
-    for index, row in candidate.iterrows():
-        other = champion.iloc[index] if champion is not None else None
-        champion_cells = (
-            f"{other.wape:.4f} | {other.mae:.2f} | {other.bias:+.4f}" if other is not None else "- | - | -"
+    return BacktestRecord(
+        version=version,
+        champion_version=champion_version,
+        policy=policy,
+        windows=windows,
+        passed=verdict.passed,
+        reason=verdict.reason,
+        candidate_wape=verdict.candidate_wape,
+        champion_wape=verdict.champion_wape,
+        at=at,
+    )
+
+
+def _score_both(
+    settings: Settings,
+    windows: list[pd.DataFrame],
+    version: str,
+    champion: str | None,
+    urls: dict[str, str | None],
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Replay the windows through the candidate and the champion, starting the servers not given by URL."""
+    from {{ cookiecutter.package_name }}.serve import serving
+
+    to_start = [number for number in (version, champion) if number and not urls.get(number)]
+    if to_start:
+        names = " and ".join(f"v{number}" for number in to_start)
+        print(
+            f"Starting scoring servers for {names} on loopback (MLflow takes 10-30 s to answer)...",
+            flush=True,
         )
-        candidate_cells = f"{row.wape:.4f} | {row.mae:.2f} | {row.bias:+.4f}"
-        lines.append(f"| {row.window} | {row['from']} | {candidate_cells} | {champion_cells} |")
-    return "\n".join(lines) + "\n"
+    started_at = time.monotonic()
+    with serving(settings, *to_start) as started:
+        urls = {**urls, **dict(zip(to_start, started, strict=True))}
+        if to_start:
+            print(f"Servers ready after {time.monotonic() - started_at:.0f} s.", flush=True)
+        candidate = replay(urls[version], windows, f"candidate v{version}")
+        return candidate, replay(urls[champion], windows, f"champion v{champion}") if champion else None
 
 
-def window_plot(candidate: pd.DataFrame, champion: pd.DataFrame | None, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot(candidate["window"], candidate["wape"], marker="o", label="candidate")
-    if champion is not None:
-        axis.plot(champion["window"], champion["wape"], marker="s", label="champion")
-    axis.set(title="Back-test WAPE per window", xlabel="window (oldest to newest)", ylabel="WAPE")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+def _record(settings: Settings, client: MlflowClient, run_id: str, record: BacktestRecord) -> Path:
+    """Write the report, plot and record to reports/ and log them to the version's run; the report's path."""
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    stem = settings.reports_dir / BacktestRecord.file_stem(record.version)
+    files = {".md": backtest_markdown(record), ".svg": window_plot(record), ".json": record.to_json()}
+    for suffix, text in files.items():
+        stem.with_suffix(suffix).write_text(text)
+        client.log_artifact(run_id, str(stem.with_suffix(suffix)), ARTIFACT_DIR)
+    return stem.with_suffix(".md")
 
 
 def run_backtest(
     settings: Settings, version: str, candidate_url: str | None = None, champion_url: str | None = None
 ) -> int:
     """Entry point of `make backtest`: replay, compare, record the verdict on the version; exit 1 on fail."""
-    from {{ cookiecutter.package_name }}.serve import serving
-
     client = registry.connect(settings)
     candidate_version = registry.get_version(client, settings.model_name, version)
     missing = registry.missing_evidence(candidate_version, registry.TRAINING_EVIDENCE)
     if missing:
         print(
             f"Back-test refused: version {version} is incomplete (missing evidence: {', '.join(missing)}):"
-            " its training did not finish; train a new version with `make train`"
+            " its training did not finish; train a new version with `make train`",
+            file=sys.stderr,
         )
         return 1
-    champion_version = registry.alias_holder(client, settings.model_name, CHAMPION_ALIAS)
-    champion_number = (
-        str(champion_version.version)
-        if champion_version and str(champion_version.version) != str(version)
-        else None
-    )
+    holder = registry.alias_holder(client, settings.model_name, CHAMPION_ALIAS)
+    champion = str(holder.version) if holder and str(holder.version) != str(version) else None
     policy = Policy.from_toml()
+    print(
+        f"Back-testing v{version} against {f'champion v{champion}' if champion else 'no champion'}:"
+        f" {policy.windows} windows of {policy.window_weeks} weeks from its training snapshot.",
+        flush=True,
+    )
     windows = rolling_windows(snapshot_of_version(candidate_version), policy.windows, policy.window_weeks)
-
-    wanted = {version: candidate_url, **({champion_number: champion_url} if champion_number else {})}
-    to_start = [number for number, url in wanted.items() if not url]
-    with serving(settings, *to_start) as started:
-        urls = {**wanted, **dict(zip(to_start, started, strict=True))}
-        candidate = replay(urls[version], windows)
-        champion = replay(urls[champion_number], windows) if champion_number else None
-    verdict = compare_to_champion(candidate, champion, policy)
-
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    report = settings.reports_dir / f"backtest-v{version}.md"
-    plot = settings.reports_dir / f"backtest-v{version}.png"
-    report.write_text(report_markdown(str(version), champion_number, candidate, champion, verdict))
-    window_plot(candidate, champion, plot)
-    client.log_artifact(candidate_version.run_id, str(report), "backtest")
-    client.log_artifact(candidate_version.run_id, str(plot), "backtest")
+    candidate_scores, champion_scores = _score_both(
+        settings,
+        windows,
+        version,
+        champion,
+        {version: candidate_url, **({champion: champion_url} if champion else {})},
+    )
+    verdict = compare_to_champion(candidate_scores, champion_scores, policy)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    record = record_of(version, champion, candidate_scores, champion_scores, verdict, policy, at)
+    report = _record(settings, client, candidate_version.run_id, record)
     # The old verdict goes first and the new one last: an interrupted write never reads as passed.
     if "backtest_verdict" in candidate_version.tags:
         client.delete_model_version_tag(settings.model_name, version, "backtest_verdict")
@@ -188,13 +205,20 @@ def run_backtest(
         settings.model_name,
         version,
         {
-            "backtest_champion": champion_number or "none",
+            "backtest_champion": champion or "none",
             "backtest_wape": f"{verdict.candidate_wape:.6f}",
             "backtest_champion_wape": champion_wape,
-            "backtest_report": f"backtest/{report.name}",
-            "backtest_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "backtest_report": f"{ARTIFACT_DIR}/{report.name}",
+            "backtest_at": at,
             "backtest_verdict": "passed" if verdict.passed else "failed",
         },
     )
-    print(report.read_text())
+    print(f"\n{report.read_text()}")
+    print(
+        f"Report: {report}, plot {report.with_suffix('.svg')} (also on the version's run, {ARTIFACT_DIR}/)."
+    )
+    next_step = (
+        f"make promote VERSION={version} ENV=staging APPROVER=<name>" if verdict.passed else "make train"
+    )
+    print(f"Next: `make evidence VERSION={version}` for the reviewer's page, then `{next_step}`.")
     return 0 if verdict.passed else 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -60,6 +61,25 @@ def reproduce(settings: Settings, args: argparse.Namespace) -> int:
     return reproduce(settings, version)
 
 
+def versions(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.lineage import show_versions
+
+    return show_versions(settings)
+
+
+def init_git(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from {{ cookiecutter.package_name }}.gitops import PinError, initialise_repository
+
+    try:
+        initialise_repository(Path.cwd())
+    except PinError as error:
+        print(f"init-git: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def candidate(settings: Settings, args: argparse.Namespace) -> int:
     from {{ cookiecutter.package_name }}.registry import connect, latest_version
 
@@ -76,6 +96,13 @@ def backtest(settings: Settings, args: argparse.Namespace) -> int:
     from {{ cookiecutter.package_name }}.backtest import run_backtest
 
     return run_backtest(settings, version, args.candidate_url, args.champion_url)
+
+
+def evidence(settings: Settings, args: argparse.Namespace) -> int:
+    version = inputs.version(args.version)
+    from {{ cookiecutter.package_name }}.evidence import write_evidence
+
+    return write_evidence(settings, version)
 
 
 def promote(settings: Settings, args: argparse.Namespace) -> int:
@@ -148,12 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+    def command(name: str, handler, help: str, usage: str | None = None) -> argparse.ArgumentParser:
+        """`usage` is the make line a missing value is answered with (the CLI's own options also work)."""
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=handler, make_usage=usage)
         return sub
 
     command("settings", show_settings, "print the resolved settings")
+    command("init-git", init_git, "make this folder a git repository with a first commit, if it is not one")
     command("generate-data", generate_data, "write the synthetic example data set to DATA_URI")
     # Each option falls back to the environment variable make passes on (named in its help).
     version_help = "registry version number (default: $VERSION)"
@@ -167,38 +196,67 @@ def build_parser() -> argparse.ArgumentParser:
     lineage_parser = command("lineage", lineage, "show what a version was built from and its evidence")
     lineage_parser.add_argument("--version", help="registry version (default: $VERSION, else the newest)")
     lineage_parser.add_argument("--json", action="store_true", help="machine-readable output")
-    command("reproduce", reproduce, "retrain a version from its snapshot and compare").add_argument(
-        "--version", help=version_help
-    )
+    command("versions", versions, "list every registered version with its stage, aliases and verdict")
+    command(
+        "reproduce", reproduce, "retrain a version from its snapshot and compare", "make reproduce VERSION=N"
+    ).add_argument("--version", help=version_help)
     command("candidate", candidate, "print the newest completely evidenced version number")
     backtest_parser = command(
-        "backtest", backtest, "replay history through candidate and champion; record verdict"
+        "backtest",
+        backtest,
+        "replay history through candidate and champion; record verdict",
+        "make backtest VERSION=N",
     )
     backtest_parser.add_argument("--version", help=version_help)
     backtest_parser.add_argument(
         "--candidate-url", help="score against this running server instead of starting one"
     )
     backtest_parser.add_argument("--champion-url", help="the champion's running server, if any")
+    command(
+        "evidence",
+        evidence,
+        "write a version's evidence report (Markdown and one HTML page); print the Markdown",
+        "make evidence VERSION=N",
+    ).add_argument("--version", help=version_help)
     # The approver is never an option: the CI gate supplies it, or APPROVER outside CI (see `ci`).
-    promote_parser = command("promote", promote, "promote a version to staging or production")
+    promote_parser = command(
+        "promote",
+        promote,
+        "promote a version to staging or production",
+        "make promote VERSION=N ENV=staging|production APPROVER=<your name>",
+    )
     promote_parser.add_argument("--version", help=version_help)
     promote_parser.add_argument("--to", help="staging or production (default: $ENV)")
-    rollback_parser = command("rollback", rollback, "return an environment to its previous release")
+    rollback_parser = command(
+        "rollback",
+        rollback,
+        "return an environment to its previous release",
+        "make rollback ENV=staging|production APPROVER=<your name>",
+    )
     rollback_parser.add_argument("--to", help="staging or production (default: $ENV)")
     serve_parser = command(
-        "serve", serve, "serve a registry version with MLflow's scoring server on 127.0.0.1"
+        "serve",
+        serve,
+        "serve a registry version with MLflow's scoring server on 127.0.0.1",
+        "make serve VERSION=N [PORT=5001]",
     )
     serve_parser.add_argument("--version", help=version_help)
     serve_parser.add_argument("--port", help="TCP port (default: $PORT or 5001)")
-    command("image", image, "build (and push) the serving image of a version").add_argument(
-        "--version", help=version_help
-    )
+    command(
+        "image",
+        image,
+        "build (and push) the serving image of a version",
+        "make image VERSION=N [PUSH_IMAGE=1]",
+    ).add_argument("--version", help=version_help)
     command("approver", approver, "print the approver of the current CI gate")
-    command("pinned", pinned, "print the model version deploy/<env>/ pins").add_argument(
-        "--env", help="staging or production (default: $ENV)"
-    )
+    command(
+        "pinned", pinned, "print the model version deploy/<env>/ pins", "make pinned ENV=staging|production"
+    ).add_argument("--env", help="staging or production (default: $ENV)")
     release_pr_parser = command(
-        "release-pr", release_pr, "open a pull request with the release's manifest change"
+        "release-pr",
+        release_pr,
+        "open a pull request with the release's manifest change",
+        "make release-pr ENV=staging|production [VERSION=N]",
     )
     release_pr_parser.add_argument("--env", help="staging or production (default: $ENV)")
     release_pr_parser.add_argument("--version", help="must be what deploy/<env>/ pins (default: it)")
@@ -211,6 +269,29 @@ def _store_failure(error: Exception) -> bool:
     return type(error).__module__.split(".")[0] in ("mlflow", "requests", "urllib3")
 
 
+# Library messages this project has decided are noise on every run, and why.
+QUIET_LOGGERS = {
+    # Models are pickled on purpose (the pipeline and its feature code) and only ever loaded from this
+    # project's own registry; MLflow warns about pickle on every training.
+    "mlflow.sklearn": logging.ERROR,
+    # Creating the local SQLite store and the experiment on first use is expected, not news.
+    "mlflow.store.db.utils": logging.WARNING,
+    "mlflow.tracking.fluent": logging.WARNING,
+}
+
+
+def quiet_known_library_messages() -> None:
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def _refusal(command: str, error: Exception, make_usage: str | None) -> str:
+    """One line: what is wrong and the fix; a missing value is answered with the command's usage."""
+    if isinstance(error, inputs.MissingInput) and make_usage:
+        return f"{command}: {error}. Usage: {make_usage}"
+    return f"{command}: {error}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; a refusal or a failing store ends it with one line, never a traceback."""
     from {{ cookiecutter.package_name }}.ci import ApprovalError
@@ -218,10 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
+    quiet_known_library_messages()
     try:
         return args.handler(settings, args)
     except (inputs.InputError, ApprovalError, RegistryError) as error:
-        print(f"{args.command}: {error}", file=sys.stderr)
+        print(_refusal(args.command, error, args.make_usage), file=sys.stderr)
         return 2 if isinstance(error, inputs.InputError) else 1
     except Exception as error:
         if not _store_failure(error):

@@ -7,6 +7,7 @@ contract in `contract.py`. TODO: plug in your own data there (and via DATA_URI),
 from __future__ import annotations
 
 import os
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def generate_data(settings: Settings, today: date | None = None) -> int:
     if ci.in_ci(os.environ) and variable("DATA_URI") is not None:
         print(
             "Refused: in CI, DATA_URI names your real data and the SYNTHETIC generator never overwrites it;"
-            " pipelines run `make data-test train` on it instead."
+            " pipelines run `make data-test train` on it instead.",
+            file=sys.stderr,
         )
         return 1
     frame = generate_sales(newest_complete_week(today or date.today()))
@@ -83,4 +85,5 @@ def generate_data(settings: Settings, today: date | None = None) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(target, index=False)
     print(f"Wrote {len(frame)} rows of SYNTHETIC sales data to {target} (replace it via DATA_URI).")
+    print("Next: make data-test (the data gate), then make train")
     return 0

@@ -17,6 +17,8 @@ from pathlib import Path
 NEW_TAG = re.compile(r'^(?P<indent>[ \t]*)newTag:[ \t]*"?(?P<tag>[^"\s]+)"?[ \t]*$', re.MULTILINE)
 DIGEST = re.compile(r"^[ \t]*digest:[ \t]*\S+[ \t]*\n", re.MULTILINE)
 MODEL_VERSION = re.compile(r"^MODEL_VERSION=(?P<version>.*)$", re.MULTILINE)
+# The branch Flux reconciles and release pull requests target.
+DEFAULT_BRANCH = "{{ cookiecutter.default_branch }}"
 
 
 class PinError(Exception):
@@ -118,14 +120,37 @@ def last_commit(root: Path, folder: Path) -> str:
     return _git(root, "log", "-1", "--format=%H", "--", _relative(root, folder)).stdout.strip()
 
 
-def commit(root: Path, paths: list[Path], message: str) -> str:
-    """Commit exactly `paths` (nothing else staged goes in); return the new commit SHA.
+def _identity(root: Path) -> list[str]:
+    """git's own identity when it has one; a bot identity only when it has none (fresh machines, CI)."""
+    if _git(root, "config", "user.email").stdout.strip():
+        return []
+    return ["-c", "user.name=release-bot", "-c", "user.email=release-bot@localhost"]
 
-    A bot identity is used only if git has none.
+
+def initialise_repository(root: Path, branch: str = DEFAULT_BRANCH) -> bool:
+    """Make `root` a git repository with a first commit, unless it is one already; True if it made one.
+
+    Production takes only versions trained from a commit, and promotions commit their pins: without this,
+    a fresh render would find out at the production gate, after everything else had run. A project rendered
+    inside another work tree (the template's own `make demo`) gets a repository of its own.
     """
-    identity = [] if _git(root, "config", "user.email").stdout.strip() else [
-        "-c", "user.name=release-bot", "-c", "user.email=release-bot@localhost",
-    ]  # fmt: skip
+    if is_git_repo(root):
+        return False
+    for args in (
+        ("init", "--quiet", f"--initial-branch={branch}"),
+        ("add", "--all"),
+        (*_identity(root), "commit", "--quiet", "-m", "Start the project from the template"),
+    ):
+        result = _git(root, *args)
+        if result.returncode:
+            raise PinError(f"git {args[0]} failed in {root}: {result.stderr.strip()}")
+    print(f"Initialised a git repository in {root} on branch {branch}, with a first commit.")
+    return True
+
+
+def commit(root: Path, paths: list[Path], message: str) -> str:
+    """Commit exactly `paths` (nothing else staged goes in); return the new commit SHA."""
+    identity = _identity(root)
     relative = [_relative(root, path) for path in paths]
     added = _git(root, "add", "--", *relative)
     committed = _git(root, *identity, "commit", "--quiet", "--only", "-m", message, "--", *relative)

@@ -14,6 +14,7 @@ import shutil
 
 # The docker CLI runs with fixed argument lists, never through a shell.
 import subprocess  # nosec B404 # the docker CLI with fixed argument lists, no shell
+import sys
 from pathlib import Path
 
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -110,7 +111,7 @@ def build_image(settings: Settings, version: str) -> int:
     try:
         get_version(client, settings.model_name, version)
     except RegistryError as error:
-        print(f"image: {error}")
+        print(f"image: {error}", file=sys.stderr)
         return 1
     tag = f"{settings.image_repository}:v{version}"
     try:
@@ -132,7 +133,7 @@ def build_image(settings: Settings, version: str) -> int:
         docker("push", tag)
         digest = pushed_digest(tag)
     except ImageError as error:
-        print(f"image: {error}")
+        print(f"image: {error}", file=sys.stderr)
         return 1
     set_evidence(client, settings.model_name, version, {"image": tag, "image_digest": digest})
     print(f"image: pushed {tag}@{digest}; recorded as tags image and image_digest on version {version}")

@@ -23,6 +23,13 @@ class InputError(Exception):
     """A value passed to a command is missing or malformed; the message names it and the fix."""
 
 
+class MissingInput(InputError):
+    """A required value was not given at all: the command answers with its usage line."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is required")
+
+
 def _value(given: str | None, name: str, env: Mapping[str, str]) -> str | None:
     return given if given is not None else variable(name, env)
 
@@ -30,7 +37,9 @@ def _value(given: str | None, name: str, env: Mapping[str, str]) -> str | None:
 def version(given: str | None, env: Mapping[str, str] = os.environ, required: bool = True) -> str | None:
     """VERSION: a registry version number."""
     value = _value(given, "VERSION", env)
-    if value is None and not required:
+    if value is None:
+        if required:
+            raise MissingInput("VERSION")
         return None
     try:
         return registry.parse_version(value)
@@ -42,7 +51,7 @@ def environment(given: str | None, env: Mapping[str, str] = os.environ) -> str:
     """ENV: the release environment."""
     value = _value(given, "ENV", env)
     if value is None:
-        raise InputError("ENV is required: pass ENV=staging or ENV=production")
+        raise MissingInput("ENV")
     if value not in registry.ENVIRONMENTS:
         raise InputError(f"ENV={value!r} is not a release environment: pass ENV=staging or ENV=production")
     return value

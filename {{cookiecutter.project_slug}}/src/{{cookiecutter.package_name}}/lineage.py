@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -68,13 +69,55 @@ def _as_text(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def version_rows(client: MlflowClient, name: str) -> list[dict[str, str]]:
+    """One row per registered version, newest first: what a reviewer needs to pick one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        return []
+    held: dict[str, list[str]] = {}
+    for alias, number in sorted(aliases.items()):
+        held.setdefault(str(number), []).append(alias)
+    rows = []
+    for model_version in client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"]):
+        tags, number = model_version.tags, str(model_version.version)
+        dirty = " dirty" if tags.get("git_dirty") == "true" else ""
+        rows.append(
+            {
+                "version": number,
+                "stage": tags.get("stage", "-") if registry.is_complete(model_version) else "incomplete",
+                "alias": ",".join(held.get(number, ["-"])),
+                "backtest": tags.get("backtest_verdict", "-"),
+                "trained_by": tags.get("trained_by", "-"),
+                "commit": tags.get("git_sha", "-")[:8] + dirty,
+            }
+        )
+    return rows
+
+
+def show_versions(settings: Settings) -> int:
+    """Entry point of `versions`: every version with its stage, alias, back-test verdict and trainer."""
+    rows = version_rows(registry.connect(settings), settings.model_name)
+    if not rows:
+        print(f"No versions of {settings.model_name} yet: run `make train` first.", file=sys.stderr)
+        return 1
+    columns = ("version", "stage", "alias", "backtest", "trained_by", "commit")
+    widths = {column: max(len(column), *(len(row[column]) for row in rows)) for column in columns}
+    for row in [dict(zip(columns, columns, strict=True)), *rows]:
+        print("  ".join(row[column].ljust(widths[column]) for column in columns).rstrip())
+    print("Details of one: make lineage VERSION=N")
+    return 0
+
+
 def show_lineage(settings: Settings, version: str | None = None, as_json: bool = False) -> int:
     """Entry point of `lineage`: print one version's record (the newest when none is named)."""
     client = registry.connect(settings)
     if version is None:
         newest = registry.latest_version(client, settings.model_name)
         if newest is None:
-            print(f"No versions of {settings.model_name} yet: run `make train` first.")
+            print(f"No versions of {settings.model_name} yet: run `make train` first.", file=sys.stderr)
             return 1
         version = str(newest.version)
     record = describe_version(client, settings.model_name, version)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -303,6 +304,13 @@ def _resume_or_refuse(
     )
 
 
+# What to run after a release; CI pipelines do both, in this order.
+NEXT_TO_PRODUCTION = "Next: make promote VERSION={version} ENV=production APPROVER=<another reviewer>"
+NEXT_TO_CLUSTER = (
+    "Next: push the pin commit (CI: make release-pr ENV={environment}); Flux deploys it on merge"
+)
+
+
 def promote(settings: Settings, version: str, environment: str, approver: str) -> int:
     """Entry point of `make promote`: exit 0 when promoted (or an interrupted promotion completed)."""
     client = registry.connect(settings)
@@ -323,8 +331,10 @@ def promote(settings: Settings, version: str, environment: str, approver: str) -
             previous = str(holder.version) if holder else "none"
             carry_out(settings, client, Release.new(PROMOTION, environment, version, previous, approvers))
     except (PromotionRefused, gitops.PinError, ci.ApprovalError) as refusal:
-        print(f"Promotion refused: {refusal}")
+        print(f"Promotion refused: {refusal}", file=sys.stderr)
         return 1
+    upcoming = NEXT_TO_PRODUCTION if environment == "staging" else NEXT_TO_CLUSTER
+    print(upcoming.format(version=version, environment=environment))
     return 0
 
 
@@ -364,6 +374,7 @@ def rollback(settings: Settings, environment: str, approver: str) -> int:
             release = Release.new(ROLLBACK, environment, target_number, current, approvers)
             carry_out(settings, client, release)
     except (PromotionRefused, gitops.PinError, ci.ApprovalError) as refusal:
-        print(f"Rollback refused: {refusal}")
+        print(f"Rollback refused: {refusal}", file=sys.stderr)
         return 1
+    print(NEXT_TO_CLUSTER.format(environment=environment))
     return 0

@@ -32,6 +32,18 @@ def git_dirty() -> bool:
     return status is None or git_sha() == "none" or bool(status)
 
 
+def untraceable_reason() -> str | None:
+    """Why code trained now could not be traced to a commit (production refuses such versions), or None."""
+    status = _git("status", "--porcelain")
+    if status is None or git_sha() == "none":
+        return "this folder is not a git repository with a commit (`make install` makes one)"
+    if status:
+        changed = [line.split(maxsplit=1)[1] for line in status.splitlines()]  # "XY path", first one stripped
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return f"uncommitted changes in {', '.join(changed[:3])}{more} (see `git status`)"
+    return None
+
+
 def environment_lock() -> str:
     """Every installed distribution pinned, sorted: the environment the model was trained in."""
     pins = {

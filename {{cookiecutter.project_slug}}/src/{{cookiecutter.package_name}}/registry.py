@@ -121,7 +121,7 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVer
         if not _absent(error):
             raise
         raise RegistryError(
-            f"model {name!r} has no version {version}: list versions with `make lineage`"
+            f"model {name!r} has no version {version}: list them with `make versions`"
         ) from error
 
 

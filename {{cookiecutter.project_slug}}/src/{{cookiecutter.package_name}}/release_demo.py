@@ -7,11 +7,9 @@ rollback to v1. Every step calls the same entry function as its `make` target.
 
 from __future__ import annotations
 
-import shutil
-import subprocess  # nosec B404 # git only, fixed argument lists, no shell
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from {{ cookiecutter.package_name }} import gitops, registry
@@ -40,21 +38,6 @@ class Outcome:
         return (self.exit_code == 0) == self.expected_ok
 
 
-def ensure_git_repo(root: Path) -> None:
-    """Production only takes versions trained from a commit: give a fresh render its first one."""
-    if gitops.is_git_repo(root):
-        return
-    git = shutil.which("git") or "git"
-    identity = ["-c", "user.name=release-demo", "-c", "user.email=release-demo@localhost"]
-    for args in (
-        ["init", "--quiet"],
-        ["add", "--all"],
-        [*identity, "commit", "--quiet", "-m", "Initial commit"],
-    ):
-        subprocess.run([git, "-C", str(root), *args], check=True)  # nosec B603 # fixed git arguments
-    print(f"Initialised a git repository in {root} so promotions can commit their manifest pins.")
-
-
 def summary_table(outcomes: list[Outcome], production: str) -> str:
     lines = [f"{'step':<44} {'expected':<9} {'result':<9} {'seconds':>7}  ok", "-" * 78]
     for o in outcomes:
@@ -70,7 +53,7 @@ def summary_table(outcomes: list[Outcome], production: str) -> str:
 
 def run_release_demo(settings: Settings) -> int:
     """Entry point of `make release-demo`: exit 0 only when every gate behaved as expected."""
-    ensure_git_repo(Path.cwd())
+    gitops.initialise_repository(Path.cwd())
     client = registry.connect(settings)
     outcomes: list[Outcome] = []
 
@@ -83,22 +66,27 @@ def run_release_demo(settings: Settings) -> int:
         latest = registry.latest_version(client, settings.model_name)
         return str(latest.version) if latest else "none"
 
+    def train_step(config: Path = DEFAULT_CONFIG, purpose: str = "") -> str:
+        """Train, then name the step by the version it registered: a second demo run trains v4, not v1."""
+        step(f"train {purpose}".strip(), lambda: train(settings, config))
+        version = newest()
+        if outcomes[-1].exit_code == 0:
+            outcomes[-1] = replace(outcomes[-1], step=f"train v{version} {purpose}".strip())
+        return version
+
     step("generate data", lambda: generate_data(settings))
     min_weeks = TrainConfig.from_toml(DEFAULT_CONFIG).min_series_weeks
     step("data gate", lambda: validate_data(settings, min_weeks))
-    step("train v1", lambda: train(settings))
-    first = newest()
+    first = train_step()
     step(f"back-test v{first} (no champion yet)", lambda: run_backtest(settings, first))
     step(f"promote v{first} to staging", lambda: promote(settings, first, "staging", STAGING_APPROVER))
     step(
         f"promote v{first} to production", lambda: promote(settings, first, "production", PRODUCTION_APPROVER)
     )
-    step("train v2 from a deliberately worse config", lambda: train(settings, WORSE_CONFIG))
-    worse = newest()
+    worse = train_step(WORSE_CONFIG, "from a deliberately worse config")
     step(f"back-test v{worse} vs champion v{first}", lambda: run_backtest(settings, worse), expected_ok=False)
     step(f"promote v{worse} to staging", lambda: promote(settings, worse, "staging", STAGING_APPROVER), False)
-    step("train v3", lambda: train(settings))
-    third = newest()
+    third = train_step()
     step(f"back-test v{third} vs champion v{first}", lambda: run_backtest(settings, third))
     step(f"promote v{third} to staging", lambda: promote(settings, third, "staging", STAGING_APPROVER))
     step(

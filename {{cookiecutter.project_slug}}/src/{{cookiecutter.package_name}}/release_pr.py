@@ -19,8 +19,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
 from {{ cookiecutter.package_name }}.ci import ApprovalError, Send, detect_provider, require, send_json
+from {{ cookiecutter.package_name }}.gitops import DEFAULT_BRANCH
 
-DEFAULT_BASE_BRANCH = "{{ cookiecutter.default_branch }}"  # RELEASE_BASE_BRANCH
 AZURE_API_VERSION = "7.1"
 
 Run = Callable[[Sequence[str], Mapping[str, str]], str]
@@ -173,7 +173,7 @@ def open_release_pr(
 ) -> str:
     """Push the promotion commit to release/<env>-v<N> and open a PR; return the PR's URL."""
     branch = branch_name(environment, str(version))
-    base = env.get("RELEASE_BASE_BRANCH") or DEFAULT_BASE_BRANCH
+    base = env.get("RELEASE_BASE_BRANCH") or DEFAULT_BRANCH
     text = title_and_body(environment, str(version), env)
     provider = detect_provider(env)
     if provider == "github":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,15 @@ def variable(name: str, env: Mapping[str, str] = os.environ) -> str | None:
     """An environment variable's value, or None when it is unset, empty or an unexpanded CI macro."""
     value = env.get(name)
     return None if not value or UNEXPANDED_MACRO.fullmatch(value) else value
+
+
+def shareable_uri(uri: str) -> str:
+    """A URI without the parts that may be secret (user, password, query tokens): what reports may show."""
+    parts = urllib.parse.urlsplit(uri)
+    if not parts.netloc:
+        return uri
+    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname or ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 @dataclass(frozen=True)

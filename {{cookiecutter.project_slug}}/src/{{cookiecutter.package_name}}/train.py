@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +27,11 @@ from {{ cookiecutter.package_name }}.evaluate import (
     importance_plot,
     residuals_plot,
 )
+from {{ cookiecutter.package_name }}.evidence import DATA_DOCS_ARTIFACT_DIR, GATE_SUMMARY_ARTIFACT
 from {{ cookiecutter.package_name }}.features import build_pipeline
 from {{ cookiecutter.package_name }}.settings import Settings, variable
 from {{ cookiecutter.package_name }}.snapshot import SNAPSHOT_ARTIFACT_DIR, fingerprint, save_snapshot
-from {{ cookiecutter.package_name }}.validation import SUITE_NAME, validate_sales
+from {{ cookiecutter.package_name }}.validation import SUITE_NAME, ValidationReport, asset_name, validate_sales
 
 DEFAULT_CONFIG = Path("config/train.toml")
 MODEL_ARTIFACT = "model"
@@ -113,14 +117,25 @@ def _importances(result: TrainingResult, seed: int) -> pd.Series:
     return pd.Series(scores.importances_mean, index=features.columns)
 
 
+def _log_data_docs(docs_dir: Path) -> None:
+    """The gate's Data Docs travel with the run; GE's tutorial animations (3 MB, not shown) stay behind."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "data-docs"
+        shutil.copytree(docs_dir, copy, ignore=shutil.ignore_patterns("*.gif"))
+        mlflow.log_artifacts(str(copy), DATA_DOCS_ARTIFACT_DIR)
+
+
 def _log_run(
     result: TrainingResult,
     config: TrainConfig,
     frame: pd.DataFrame,
     snapshot: Path,
     data_fp: str,
+    gate: ValidationReport,
 ) -> Any:
-    """Log params, config, metrics, plots, data input, environment and the model; return the model info."""
+    """Log params, config, metrics, plots, data input and gate, environment and the model; the model info."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -133,6 +148,9 @@ def _log_run(
         mlflow.data.from_pandas(frame, source=str(snapshot), targets=TARGET, name="sales"), context="training"
     )
     mlflow.log_artifact(str(snapshot), SNAPSHOT_ARTIFACT_DIR)
+    mlflow.log_dict(gate.summary(), GATE_SUMMARY_ARTIFACT)
+    if gate.docs_index is not None:
+        _log_data_docs(gate.docs_index.parent)
     mlflow.log_text(lock, "environment/requirements.lock")
     weeks = result.test["week_start"]
     mlflow.log_figure(
@@ -171,24 +189,42 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
     import mlflow
 
     if ci.in_ci(os.environ) and variable("DATA_URI") is None:
-        print("Training refused: DATA_URI is not set; in CI training reads your real data from it.")
+        print(
+            "Training refused: DATA_URI is not set; in CI training reads your real data from it.",
+            file=sys.stderr,
+        )
         return 1
     trained_by = ci.trainer_identity(os.environ)
     config = TrainConfig.from_toml(config_path)
     try:
         frame = load_sales(settings.data_uri)
     except DataUnreadable as error:
-        print(f"Training refused: {error}")
+        print(f"Training refused: {error}", file=sys.stderr)
         return 1
+    untraceable = provenance.untraceable_reason()
+    if untraceable:
+        print(
+            f"Note: the version this training registers cannot reach production: {untraceable}."
+            " Commit, then re-run `make train` for one that can.",
+            file=sys.stderr,
+        )
+    data_fp = fingerprint(frame)
+    run_name = f"train-{data_fp[:8]}"  # the MLflow run, and the gate's run in the Data Docs it logs
     report = validate_sales(
-        frame, docs_dir=settings.reports_dir / "data-docs", min_series_weeks=config.min_series_weeks
+        frame,
+        docs_dir=settings.reports_dir / "data-docs",
+        min_series_weeks=config.min_series_weeks,
+        data_asset=asset_name(settings.data_uri, data_fp),
+        run_name=run_name,
     )
     print(report.summary_table())
     if not report.success:
         failed = ", ".join(failure.name for failure in report.failures)
-        print(f"Training refused: the data gate failed on {failed}. Fix the data; no run was logged.")
+        print(
+            f"Training refused: the data gate failed on {failed}. Fix the data; no run was logged.",
+            file=sys.stderr,
+        )
         return 1
-    data_fp = fingerprint(frame)
     snapshot = save_snapshot(frame, settings.snapshot_dir, data_fp)
     result = fit_and_evaluate(frame, config)
     # One commit names the code: the run's source commit and the version's git_sha are the same value.
@@ -198,8 +234,8 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
     experiment = mlflow.set_experiment(settings.model_name)
     end_stale_runs(client, experiment.experiment_id)
     run_tags = {"mlflow.source.git.commit": git_sha, "git_sha": git_sha, "git_dirty": git_dirty}
-    with mlflow.start_run(run_name=f"train-{data_fp[:8]}", tags=run_tags) as run:
-        model_info = _log_run(result, config, frame, snapshot, data_fp)
+    with mlflow.start_run(run_name=run_name, tags=run_tags) as run:
+        model_info = _log_run(result, config, frame, snapshot, data_fp, report)
         evidence = {
             "stage": "dev",
             "git_sha": git_sha,
@@ -217,4 +253,5 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
         )
     metrics = ", ".join(f"{name}={value:.4f}" for name, value in result.metrics.items())
     print(f"Registered {settings.model_name} version {version} (stage=dev): {metrics}")
+    print(f"Next: make backtest VERSION={version} (compares it with the model in production)")
     return 0

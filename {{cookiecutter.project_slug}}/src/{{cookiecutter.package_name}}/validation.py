@@ -10,9 +10,10 @@ Great Expectations takes seconds to import: it is imported here only, and only w
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ from {{ cookiecutter.package_name }}.contract import (
     DataUnreadable,
     load_sales,
 )
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.settings import Settings, shareable_uri
+from {{ cookiecutter.package_name }}.snapshot import fingerprint
 
 SUITE_NAME = "raw_sales"
 SERIES_SUITE_NAME = f"{SUITE_NAME}_series"  # one row per store x category
@@ -58,12 +60,30 @@ class Failure:
 
 @dataclass(frozen=True)
 class ValidationReport:
-    """Outcome of one validation run: what failed, and where the Data Docs are."""
+    """Outcome of one validation run: what failed, on which data, in which run, where the Data Docs are."""
 
     success: bool
     evaluated: int
     failures: list[Failure]
     docs_index: Path | None
+    suites: tuple[str, ...]
+    data_asset: str
+    run_name: str
+    run_time: str
+    pages: dict[str, str]  # suite -> its result page in the Data Docs (relative path); empty without docs
+
+    def summary(self) -> dict[str, Any]:
+        """What the evidence report shows of this run (logged with the training run as JSON)."""
+        return {
+            "success": self.success,
+            "evaluated": self.evaluated,
+            "failed": len(self.failures),
+            "suites": list(self.suites),
+            "data_asset": self.data_asset,
+            "run_name": self.run_name,
+            "run_time": self.run_time,
+            "pages": self.pages,
+        }
 
     def summary_table(self) -> str:
         """A short plain-text table of failed expectations for logs and CI output."""
@@ -214,11 +234,37 @@ def _has_views(frame: pd.DataFrame) -> bool:
 def _data_docs_site(base_directory: Path) -> dict[str, Any]:
     return {
         "class_name": "SiteBuilder",
+        "show_how_to_buttons": False,
         "store_backend": {
             "class_name": "TupleFilesystemStoreBackend",
             "base_directory": str(base_directory.resolve()),
         },
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    }
+
+
+def asset_name(uri: str, data_fingerprint: str) -> str:
+    """How the Data Docs name the data: where it was read (without credentials) and exactly what it was."""
+    return f"{shareable_uri(uri)} (sha256 {data_fingerprint[:12]})"
+
+
+def _name_data_asset(context: Any, data_asset: str) -> None:
+    """Name the data in the stored results: a data-frame batch has no name, so Data Docs showed None."""
+    store = context.validation_results_store
+    for key in store.list_keys():
+        result = store.get(key)
+        result.meta["batch_spec"]["data_asset_name"] = data_asset
+        store.set(key, result)
+
+
+def _build_data_docs(context: Any, docs_dir: Path, run_name: str) -> dict[str, str]:
+    """Data Docs of this validation only (a folder kept from an earlier run is replaced); page per suite."""
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    context.add_data_docs_site(site_name="local", site_config=_data_docs_site(docs_dir))
+    context.build_data_docs(site_names=["local"])
+    return {
+        page.parts[-4]: page.relative_to(docs_dir).as_posix()
+        for page in sorted(docs_dir.glob(f"validations/*/{run_name}/*/*.html"))
     }
 
 
@@ -291,37 +337,58 @@ def checks(frame: pd.DataFrame, today: date, min_series_weeks: int) -> list[Chec
 
 
 def validate_sales(
-    frame: pd.DataFrame, docs_dir: Path | None = None, today: date | None = None, min_series_weeks: int = 1
+    frame: pd.DataFrame,
+    docs_dir: Path | None = None,
+    today: date | None = None,
+    min_series_weeks: int = 1,
+    data_asset: str = "sales",
+    run_name: str = "data-test",
 ) -> ValidationReport:
-    """Run the suites on a data frame; write Data Docs HTML to `docs_dir` when given.
+    """Run the suites on a data frame; write Data Docs HTML to `docs_dir` (replacing it) when given.
 
     `min_series_weeks`: the fewest distinct weeks every series needs (training passes its hold-out plus some).
+    `data_asset` and `run_name` name the data and the run in the Data Docs, so a page traces to a version.
     """
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     today = today or date.today()
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("sales")
     failures: list[Failure] = []
     evaluated, success = 0, True
-    for check in checks(frame, today, min_series_weeks):
+    all_checks = checks(frame, today, min_series_weeks)
+    for check in all_checks:
         suite = context.suites.add(gx.ExpectationSuite(name=check.suite, expectations=check.expectations))
         batch = source.add_dataframe_asset(check.suite).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=check.suite, data=batch, suite=suite)
         )
-        result = definition.run(batch_parameters={"dataframe": check.data}, result_format="SUMMARY")
+        result = definition.run(
+            batch_parameters={"dataframe": check.data}, result_format="SUMMARY", run_id=run_id
+        )
         failures += [_failure(check, outcome) for outcome in result.results if not outcome.success]
         evaluated += len(suite.expectations)
         success = success and bool(result.success)
-    docs_index = None
+    docs_index, pages = None, {}
     if docs_dir is not None:
-        context.add_data_docs_site(site_name="local", site_config=_data_docs_site(docs_dir))
-        context.build_data_docs(site_names=["local"])
+        _name_data_asset(context, data_asset)
+        pages = _build_data_docs(context, docs_dir, run_name)
         docs_index = docs_dir / "index.html"
-    return ValidationReport(success and not failures, evaluated, failures, docs_index)
+    return ValidationReport(
+        success=success and not failures,
+        evaluated=evaluated,
+        failures=failures,
+        docs_index=docs_index,
+        suites=tuple(check.suite for check in all_checks),
+        data_asset=data_asset,
+        run_name=run_name,
+        run_time=run_id.run_time.isoformat(timespec="seconds"),
+        pages=pages,
+    )
 
 
 def validate_data(settings: Settings, min_series_weeks: int) -> int:
@@ -331,7 +398,12 @@ def validate_data(settings: Settings, min_series_weeks: int) -> int:
     except DataUnreadable as error:
         print(f"Data gate FAILED: {error}", file=sys.stderr)
         return 1
-    report = validate_sales(frame, settings.reports_dir / "data-docs", min_series_weeks=min_series_weeks)
+    report = validate_sales(
+        frame,
+        settings.reports_dir / "data-docs",
+        min_series_weeks=min_series_weeks,
+        data_asset=asset_name(settings.data_uri, fingerprint(frame)),
+    )
     print(report.summary_table())
     print(f"Data Docs: {report.docs_index}")
     return 0 if report.success else 1
