@@ -34,6 +34,7 @@ TARGETS = [
     ("rollback", "APPROVER", {"ENV": "production"}),
     ("backtest", "VERSION", {}),
     ("lineage", "VERSION", {}),
+    ("evidence", "VERSION", {}),
     ("reproduce", "VERSION", {}),
     ("image", "VERSION", {}),
     ("serve", "PORT", {"VERSION": "1"}),

@@ -119,23 +119,16 @@ def gather(client: MlflowClient, settings: Settings, version: str) -> Evidence:
         backtest_missing=missing,
         gate=gate,
         docs_links=_docs_links(settings.tracking_uri, client.get_run(run_id), (gate or {}).get("pages")),
-        releases=_releases(settings.model_name, dict(model.tags), version),
+        releases=_releases(dict(model.tags), version),
     )
 
 
-def _releases(name: str, model_tags: dict[str, str], version: str) -> list[dict[str, str]]:
+def _releases(model_tags: dict[str, str], version: str) -> list[dict[str, str]]:
     """The release history entries that moved this version in or out of an environment, oldest first."""
-    try:
-        history = registry.release_history(model_tags)
-    except (ValueError, KeyError, TypeError) as error:
-        raise registry.RegistryError(
-            f"the release history of {name!r} has a malformed entry ({error!r}): repair that"
-            f" {registry.HISTORY_PREFIX}* tag on the registered model, then re-run"
-        ) from error
     return [
         {key: str(value) for key, value in entry.items()}
-        for entry in history
-        if isinstance(entry, dict) and version in (str(entry.get("version")), str(entry.get("from_version")))
+        for entry in registry.release_history(model_tags)
+        if version in (str(entry.get("version")), str(entry.get("from_version")))
     ]
 
 

@@ -190,9 +190,16 @@ def history_key(environment: str, at: datetime) -> str:
 
 
 def release_history(tags: Mapping[str, str], environment: str | None = None) -> list[dict[str, str]]:
-    """Every recorded release (oldest first), optionally of one environment."""
-    entries = [json.loads(tags[key]) for key in sorted(key for key in tags if key.startswith(HISTORY_PREFIX))]
-    return [entry for entry in entries if environment in (None, entry["environment"])]
+    """Every recorded release (oldest first), optionally of one environment; a malformed entry is refused."""
+    keys = sorted(key for key in tags if key.startswith(HISTORY_PREFIX))
+    try:
+        entries = [json.loads(tags[key]) for key in keys]
+        return [entry for entry in entries if environment in (None, entry["environment"])]
+    except (ValueError, KeyError, TypeError) as error:
+        raise RegistryError(
+            f"the release history has a malformed entry ({error!r}): repair that {HISTORY_PREFIX}* tag on"
+            " the registered model, then re-run"
+        ) from error
 
 
 def pending_key(environment: str) -> str:

@@ -406,4 +406,6 @@ def validate_data(settings: Settings, min_series_weeks: int) -> int:
     )
     print(report.summary_table())
     print(f"Data Docs: {report.docs_index}")
+    if report.success:
+        print("Next: make train (runs this gate again on the same data, then trains and registers a version)")
     return 0 if report.success else 1
