@@ -75,6 +75,14 @@ def test_the_readme_commands_alone_reach_production(newcomer):
     assert sh(project, ["git", "status", "--porcelain"]).stdout == ""
 
 
+def test_help_lists_the_targets_by_section(newcomer):
+    project, _ = newcomer
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", sh(project, ["make", "help"]).stdout)
+    headers = [line.split(" (")[0] for line in shown.splitlines() if line and not line.startswith(" ")]
+    assert headers == ["Setup", "Checks", "Data and training", "Release", "Benchmarks", "Local flow"]
+    assert "  versions " in shown
+
+
 def test_each_step_names_the_next_one(newcomer):
     _, ran = newcomer
     outputs = {shlex.join(command): result.stdout for command, result in ran}
