@@ -49,6 +49,7 @@ RELEASE = {
     "src/{package}/release_demo.py",
     "tests/test_backtest.py",
     "tests/test_evidence.py",
+    "tests/test_light_commands.py",
     "tests/test_gitops.py",
     "tests/test_promote.py",
     "bench/__init__.py",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.settings import Settings
+
+if TYPE_CHECKING:  # the registry imports MLflow when a command first talks to it
+    from mlflow.tracking import MlflowClient
 
 
 def describe_version(client: MlflowClient, name: str, version: str) -> dict[str, Any]:
