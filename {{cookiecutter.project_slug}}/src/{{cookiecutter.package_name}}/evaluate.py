@@ -1,15 +1,27 @@
-"""Forecast quality: the metrics every stage compares, and the plots reviewers look at."""
+"""Forecast quality: the metrics every stage compares, and the plots reviewers look at.
+
+matplotlib is imported by the plots only: the back-test (also in the serving image) needs just the metrics.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+from typing import TYPE_CHECKING, Any
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (no display on CI agents or in containers)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def forecast_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -32,7 +44,7 @@ def forecast_vs_actual_plot(weeks: pd.Series, actual: np.ndarray, predicted: np.
         .groupby("week")
         .sum()
     )
-    figure, axis = plt.subplots(figsize=(9, 4))
+    figure, axis = _pyplot().subplots(figsize=(9, 4))
     totals.plot(ax=axis)
     axis.set(title="Forecast vs actual (all stores and categories)", xlabel="week", ylabel="units")
     figure.tight_layout()
@@ -40,7 +52,7 @@ def forecast_vs_actual_plot(weeks: pd.Series, actual: np.ndarray, predicted: np.
 
 
 def residuals_plot(actual: np.ndarray, predicted: np.ndarray) -> Figure:
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = _pyplot().subplots(figsize=(6, 4))
     axis.hist(np.asarray(predicted) - np.asarray(actual), bins=40)
     axis.set(title="Residuals (forecast - actual)", xlabel="units", ylabel="rows")
     figure.tight_layout()
@@ -48,7 +60,7 @@ def residuals_plot(actual: np.ndarray, predicted: np.ndarray) -> Figure:
 
 
 def importance_plot(importances: pd.Series) -> Figure:
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = _pyplot().subplots(figsize=(6, 4))
     importances.sort_values().plot.barh(ax=axis)
     axis.set(title="Permutation importance (increase in MAE)", xlabel="MAE increase")
     figure.tight_layout()

@@ -99,8 +99,7 @@ def pip_requirements() -> list[str]:
     """Pinned serving requirements, given explicitly: inferring them costs ~10 s per model."""
     from importlib.metadata import version
 
-    # matplotlib: the serving image also runs the in-cluster back-test, whose metrics (evaluate.py) import it.
-    names = ("mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle", "pyarrow", "matplotlib")
+    names = ("mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle", "pyarrow")
     return [f"{name}=={version(name)}" for name in names]
 
 
