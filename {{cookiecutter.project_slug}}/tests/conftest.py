@@ -12,19 +12,6 @@ from {{ cookiecutter.package_name }}.data import generate_sales, newest_complete
 from {{ cookiecutter.package_name }}.settings import Settings
 
 TODAY = date(2026, 3, 18)
-# The training evidence of a clean, gated version, as `make train` records it (registry.TRAINING_EVIDENCE).
-TRAINED = {
-    "stage": "dev",
-    "git_sha": "0123456789abcdef0123456789abcdef01234567",
-    "git_dirty": "false",
-    "data_fingerprint": "f" * 64,
-    "data_snapshot": "/snapshots/f.parquet",
-    "data_validation": "passed",
-    "data_validation_suite": "raw_sales",
-    "trained_by": "carol",
-    "ci_run_url": "local",
-    "config": "config/train.toml",
-}
 
 
 # Set by CI systems (and by make from its command line): tests set their own, so CI runs them like a laptop.

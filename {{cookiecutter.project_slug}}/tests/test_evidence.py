@@ -14,7 +14,7 @@ from html.parser import HTMLParser
 import mlflow
 import pytest
 
-from conftest import TODAY, TRAINED
+from conftest import TODAY
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, Policy, WindowScore, window_plot
 from {{ cookiecutter.package_name }}.cli import main
@@ -23,7 +23,18 @@ from {{ cookiecutter.package_name }}.settings import shareable_uri
 
 POLICY = Policy(windows=2, window_weeks=4, wape_floor=0.15, max_regression=0.005)
 AT = "2026-03-18T09:00:00+00:00"
-TAGS = {**TRAINED, "stage": "staging", "ci_run_url": "https://ci.example.com/runs/7"}
+TAGS = {
+    "stage": "staging",
+    "git_sha": "0123456789abcdef0123456789abcdef01234567",
+    "git_dirty": "false",
+    "data_fingerprint": "f" * 64,
+    "data_snapshot": "/snapshots/f.parquet",
+    "data_validation": "passed",
+    "data_validation_suite": "raw_sales",
+    "trained_by": "carol",
+    "ci_run_url": "https://ci.example.com/runs/7",
+    "config": "config/train.toml",
+}
 GATE = {
     "success": True,
     "evaluated": 34,

@@ -16,13 +16,21 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import TRAINED
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.promote import promote, rollback
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 GOOD_EVIDENCE = {
-    **TRAINED,
+    "stage": "dev",
+    "git_sha": "0123456789abcdef0123456789abcdef01234567",
+    "git_dirty": "false",
+    "data_fingerprint": "f" * 64,
+    "data_snapshot": "/snapshots/f.parquet",
+    "data_validation": "passed",
+    "data_validation_suite": "raw_sales",
+    "trained_by": "carol",
+    "ci_run_url": "local",
+    "config": "config/train.toml",
     "backtest_champion": "none",
     "backtest_wape": "0.1",
     "backtest_champion_wape": "none",
