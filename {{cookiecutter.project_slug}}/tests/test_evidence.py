@@ -20,20 +20,14 @@ from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, Poli
 from {{ cookiecutter.package_name }}.cli import main
 from {{ cookiecutter.package_name }}.evidence import GATE_SUMMARY_ARTIFACT, write_evidence
 from {{ cookiecutter.package_name }}.settings import shareable_uri
+from test_promote import GOOD_EVIDENCE
 
 POLICY = Policy(windows=2, window_weeks=4, wape_floor=0.15, max_regression=0.005)
 AT = "2026-03-18T09:00:00+00:00"
-TAGS = {
+# A completely trained version (the promotion tests' evidence, training part), now in staging.
+TAGS = {key: GOOD_EVIDENCE[key] for key in registry.TRAINING_EVIDENCE} | {
     "stage": "staging",
-    "git_sha": "0123456789abcdef0123456789abcdef01234567",
-    "git_dirty": "false",
-    "data_fingerprint": "f" * 64,
-    "data_snapshot": "/snapshots/f.parquet",
-    "data_validation": "passed",
-    "data_validation_suite": "raw_sales",
-    "trained_by": "carol",
     "ci_run_url": "https://ci.example.com/runs/7",
-    "config": "config/train.toml",
 }
 GATE = {
     "success": True,
