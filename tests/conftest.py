@@ -62,6 +62,7 @@ def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             "pip",
             "install",
             "--quiet",
+            "--compile-bytecode",  # every later process reads bytecode instead of compiling MLflow & co. again
             "--python",
             sys.executable,
             "-e",

@@ -40,6 +40,7 @@ ML_CORE = {
 RELEASE = {
     "config/backtest.toml",
     "src/{package}/serve.py",
+    "src/{package}/serving.py",
     "src/{package}/backtest.py",
     "src/{package}/backtest_record.py",
     "src/{package}/evidence.py",
@@ -50,12 +51,16 @@ RELEASE = {
     "tests/test_backtest.py",
     "tests/test_evidence.py",
     "tests/test_light_commands.py",
+    "tests/test_serving.py",
     "tests/test_gitops.py",
     "tests/test_promote.py",
+    "tests/test_bench_serve.py",
     "bench/__init__.py",
     "bench/workspace.py",
     "bench/train_log_register.py",
-    "bench/scoring_latency.py",
+    "bench/serving_throughput.py",
+    "bench/wrk.py",
+    "bench/mlflow_server.py",
 }
 
 # Serving image, GitOps manifests and back-test infrastructure-as-code.

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_PACKAGE, make, project_env, render, run, use_rendered_package
+from scoring import post_rows, predict_in_process, read_rows
 from servers import free_port, mlflow_server, postgres, postgres_bin
 
 pytestmark = pytest.mark.e2e
@@ -117,10 +118,11 @@ def test_corrupted_data_fails_training_and_registers_nothing(trained, tmp_path):
     assert cli(project, "candidate").stdout.strip() == "2"
 
 
-def test_scoring_server_predicts_what_the_model_predicts_in_process(trained):
+def test_make_serve_answers_single_rows_and_batches_like_the_model_in_process(trained):
     # given a registry version served by `make serve` on a free loopback port
     project, _ = trained
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         ["make", "--no-print-directory", "serve", "VERSION=1", f"PORT={port}"],
         cwd=project,
@@ -130,15 +132,20 @@ def test_scoring_server_predicts_what_the_model_predicts_in_process(trained):
         start_new_session=True,
     )
     try:
-        wait_for(f"http://127.0.0.1:{port}/ping", server)
-        rows = read_rows(project).tail(50).drop(columns="units_sold")
-        # when
-        served = post_rows(f"http://127.0.0.1:{port}/invocations", rows)
+        wait_for(f"{url}/readyz", server)
+        rows = read_rows(project).tail(50).drop(columns="units_sold").reset_index(drop=True)
+        # when it gets single rows, then all of them in one request
+        singles = [post_rows(f"{url}/invocations", rows.iloc[[index]])[0] for index in range(5)]
+        batch = post_rows(f"{url}/invocations", rows)
+        probes = [urllib.request.urlopen(f"{url}{path}", timeout=10).status for path in ("/livez", "/readyz")]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    # then
-    assert served == pytest.approx(predict_in_process(project, rows), rel=1e-9)
+    # then both equal the model's own predictions, and the probes answer
+    expected = predict_in_process(project, rows)
+    assert singles == pytest.approx(expected[:5], rel=1e-9)
+    assert batch == pytest.approx(expected, rel=1e-9)
+    assert probes == [200, 200]
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
@@ -151,29 +158,6 @@ def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 180) -> Non
         except OSError:
             time.sleep(1)
     pytest.fail(f"{url} did not answer in {timeout_s} s")
-
-
-def read_rows(project: Path):
-    import pandas as pd  # installed with the rendered project by the `installed_project` fixture
-
-    return pd.read_parquet(project / "data" / "raw" / "sales.parquet")
-
-
-def post_rows(url: str, rows) -> list[float]:
-    payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False, date_format="iso"))}
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())["predictions"]
-
-
-def predict_in_process(project: Path, rows) -> list[float]:
-    import mlflow
-
-    store = f"sqlite:///{project / 'mlflow.db'}"
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)  # earlier tests in this process may have pointed it elsewhere
-    model = mlflow.sklearn.load_model("models:/demand-forecast-model/1")
-    return [float(p) for p in model.predict(rows)]
 
 
 @pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL is not installed (Debian package postgresql)")

@@ -8,14 +8,18 @@ import shutil
 import socket
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from conftest import make, render
+from conftest import make, render, use_rendered_package
+from scoring import post_raw, post_rows, predict_in_process, read_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +82,47 @@ def test_each_version_names_one_commit_the_run_recorded_as_its_source(demo):
         # then the version's git_sha is the commit MLflow recorded as the run's source
         run_tags = client.get_run(version.run_id).data.tags
         assert version.tags["git_sha"] == run_tags["mlflow.source.git.commit"], version.version
+
+
+def test_each_back_test_starts_one_server_that_hosts_candidate_and_champion(demo):
+    # given the demo's three back-tests (v1 alone, then v2 and v3 each against champion v1)
+    _, result = demo
+    starts = re.findall(r"^Starting one scoring server for (.+) on http", result.stdout, re.MULTILINE)
+    # then each back-test started exactly one server, and it loaded each version once
+    assert starts == ["v1", "v2 and v1", "v3 and v1"], result.stdout
+
+
+def test_one_server_answers_each_version_like_that_version_in_process_under_concurrent_requests(demo):
+    # given one scoring server hosting v1 and the deliberately worse v2 (different models)
+    project, _ = demo
+    use_rendered_package(project)
+    from demand_forecast.serve import serving
+    from demand_forecast.settings import Settings
+
+    settings = Settings.in_folder(project, "demand-forecast-model")
+    settings = replace(settings, tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    rows = read_rows(project).tail(40).drop(columns="units_sold").reset_index(drop=True)
+    expected = {version: predict_in_process(project, rows, version) for version in ("1", "2")}
+    assert expected["1"] != pytest.approx(expected["2"]), "the two versions must differ for this test to mean anything"
+    requests = [(version, index) for index in range(len(rows)) for version in ("1", "2")]
+    with serving(settings, "1", "2") as (url_v1, url_v2):
+        urls = {"1": url_v1, "2": url_v2}
+        # when single rows of both versions arrive concurrently (batched together by the server) ...
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            singles = list(pool.map(lambda r: post_rows(f"{urls[r[0]]}/invocations", rows.iloc[[r[1]]]), requests))
+        # ... and whole batches, the default route included
+        batch_v2 = post_rows(f"{url_v2}/invocations", rows)
+        default = post_rows(f"{url_v1.rsplit('/', 1)[0]}/invocations", rows)
+        refused = post_raw(f"{url_v1}/invocations", {"dataframe_split": {"columns": ["price"], "data": [[1.0]]}})
+        metrics = urllib.request.urlopen(f"{url_v1.rsplit('/', 1)[0]}/metrics", timeout=10).read().decode()
+    # then every prediction is the in-process prediction of the version that was asked
+    for (version, index), served in zip(requests, singles, strict=True):
+        assert served == pytest.approx([expected[version][index]], rel=1e-9), (version, index)
+    assert batch_v2 == pytest.approx(expected["2"], rel=1e-9)
+    assert default == pytest.approx(expected["1"], rel=1e-9)
+    # and a request with the wrong columns gets a 400 naming them, and the server counts what it served
+    assert refused[0] == 400 and "columns must be exactly" in refused[1]
+    assert "adaptive_batch_size" in metrics or "batch_size" in metrics
 
 
 def test_lineage_shows_the_append_only_release_history(demo):

@@ -132,21 +132,15 @@ def _score_both(
     champion: str | None,
     urls: dict[str, str | None],
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Replay the windows through the candidate and the champion, starting the servers not given by URL."""
+    """Replay the windows through the candidate and the champion; one server hosts those not given by URL."""
     from {{ cookiecutter.package_name }}.serve import serving
 
     to_start = [number for number in (version, champion) if number and not urls.get(number)]
-    if to_start:
-        names = " and ".join(f"v{number}" for number in to_start)
-        print(
-            f"Starting scoring servers for {names} on loopback (MLflow takes 10-30 s to answer)...",
-            flush=True,
-        )
     started_at = time.monotonic()
     with serving(settings, *to_start) as started:
         urls = {**urls, **dict(zip(to_start, started, strict=True))}
         if to_start:
-            print(f"Servers ready after {time.monotonic() - started_at:.0f} s.", flush=True)
+            print(f"Server ready after {time.monotonic() - started_at:.0f} s.", flush=True)
         candidate = replay(urls[version], windows, f"candidate v{version}")
         return candidate, replay(urls[champion], windows, f"champion v{champion}") if champion else None
 

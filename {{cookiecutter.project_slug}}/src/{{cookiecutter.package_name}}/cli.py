@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = command(
         "serve",
         serve,
-        "serve a registry version with MLflow's scoring server on 127.0.0.1",
+        "serve a registry version on 127.0.0.1 (BentoML, adaptive batching)",
         "make serve VERSION=N [PORT=5001]",
     )
     serve_parser.add_argument("--version", help=version_help)
