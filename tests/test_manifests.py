@@ -326,10 +326,24 @@ def test_serving_pods_are_probed_and_hardened(built):
                 assert context["capabilities"] == {"drop": ["ALL"]}
                 assert container["resources"]["limits"] and container["resources"]["requests"]
     (serving,) = containers([one(built["staging"], "Deployment")])
-    assert serving["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
-    assert serving["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert serving["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert serving["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert serving["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert serving["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert {"mountPath": "/tmp", "name": "tmp"} in serving["volumeMounts"]
+
+
+@pytest.mark.parametrize("package", ["staging", "backtest"])
+def test_every_process_that_serves_keeps_its_scratch_in_tmp_on_one_thread(built, package):
+    # given the containers that run the scoring service (the back-test Job serves the champion in its pod)
+    for container in containers(built[package]):
+        if container["name"] == "wait-for-candidate":
+            continue
+        env = {item["name"]: item["value"] for item in container["env"]}
+        # then BentoML writes only under the emptyDir at /tmp (the root filesystem is read-only)
+        assert env["BENTOML_HOME"].startswith("/tmp/"), container["name"]
+        assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
+        assert (env["OMP_NUM_THREADS"], env["BENTOML_DO_NOT_TRACK"]) == ("1", "true")
 
 
 # ---------------------------------------------------------------- the ephemeral back-test environment
@@ -338,7 +352,9 @@ def test_serving_pods_are_probed_and_hardened(built):
 def test_backtest_job_replays_against_the_candidate_service(built):
     docs = built["backtest"]
     job = one(docs, "Job")
+    (wait,) = job["spec"]["template"]["spec"]["initContainers"]
     (replay,) = job["spec"]["template"]["spec"]["containers"]
+    assert '"http://candidate:8080/readyz"' in wait["command"][-1]
     assert replay["command"] == [
         *("python", "-m", "demand_forecast", "backtest", "--version", "$(MODEL_VERSION)"),
         *("--candidate-url", "http://candidate:8080"),

@@ -1,6 +1,7 @@
 """Serving image: bake one registry version's model into a container image and record it on the version.
 
-`make image VERSION=N` exports the version's model to build/model/, builds `<image_repository>:v<N>` from
+`make image VERSION=N` exports the version's model to build/models/<N>/ (the layout the scoring service loads,
+serving.py) and the image's requirements to build/requirements.txt, builds `<image_repository>:v<N>` from
 docker/Dockerfile, pushes it when PUSH_IMAGE=1 and records the tags `image` and `image_digest` on the
 version, so promotion can pin the exact digest. Without a Docker engine the local flow serves straight from
 the registry instead (`make serve VERSION=N`); in CI a stage that cannot build fails closed.
@@ -10,18 +11,24 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 # The docker CLI runs with fixed argument lists, never through a shell.
 import subprocess  # nosec B404 # the docker CLI with fixed argument lists, no shell
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from {{ cookiecutter.package_name }}.settings import Settings
 
 DOCKERFILE = Path("docker/Dockerfile")
 BUILD_DIR = Path("build")
-MODEL_DIR = BUILD_DIR / "model"
+MODELS_DIR = BUILD_DIR / "models"  # the image's MODEL_DIR: one folder per version, named by its number
+REQUIREMENTS = BUILD_DIR / "requirements.txt"
+# Installed in the image beside the model's own requirements, at the versions installed here: BentoML serves,
+# MLflow is the registry client of the in-cluster back-test Job, which runs from the same image.
+IMAGE_PACKAGES = ("bentoml", "mlflow")
 
 
 class ImageError(Exception):
@@ -54,30 +61,31 @@ def docker(*args: str) -> str:
     return result.stdout
 
 
-def export_model(settings: Settings, version: str, target: Path = MODEL_DIR) -> Path:
-    """Download the version's model from the registry into `target` (replacing what was there)."""
-    import mlflow
-    import mlflow.artifacts
+def export_model(settings: Settings, version: str) -> None:
+    """Export the version to build/models/<N>/, alone (an image serves one version), and its requirements."""
+    from importlib.metadata import version as installed
 
-    from {{ cookiecutter.package_name }}.registry import model_uri
+    from {{ cookiecutter.package_name }}.serve import export_versions
 
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(
-        artifact_uri=model_uri(settings.model_name, version), dst_path=str(target)
-    )
-    pin_mlflow(target / "requirements.txt", mlflow.__version__)
-    return target
+    shutil.rmtree(MODELS_DIR, ignore_errors=True)
+    export_versions(settings, [version], MODELS_DIR)
+    logged = MODELS_DIR / version / "requirements.txt"
+    requirements = logged.read_text() if logged.is_file() else ""
+    REQUIREMENTS.write_text(pinned(requirements, {name: installed(name) for name in IMAGE_PACKAGES}))
 
 
-def pin_mlflow(requirements: Path, mlflow_version: str) -> None:
-    """The scoring server is MLflow itself: make sure the image installs it, at the version that logged."""
-    lines = requirements.read_text().splitlines() if requirements.exists() else []
-    names = {line.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower() for line in lines}
-    if "mlflow" not in names:
-        lines.append(f"mlflow=={mlflow_version}")
-        requirements.write_text("\n".join(lines) + "\n")
+def requirement_name(line: str) -> str:
+    """The normalised project name a requirements line starts with; "" for a comment, option or blank line."""
+    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() if match else ""
+
+
+def pinned(requirements: str, pins: Mapping[str, str]) -> str:
+    """The requirements plus `name==version` for each package they do not name: the model's own pin wins."""
+    lines = requirements.splitlines()
+    named = {requirement_name(line) for line in lines}
+    added = [f"{name}=={version}" for name, version in pins.items() if requirement_name(name) not in named]
+    return "\n".join([*lines, *added]) + "\n"
 
 
 def pushed_digest(tag: str) -> str:

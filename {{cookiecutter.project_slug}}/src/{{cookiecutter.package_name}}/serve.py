@@ -67,7 +67,6 @@ def server_env(model_dir: Path, versions: list[str]) -> dict[str, str]:
     source = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source, env.get("PYTHONPATH")]))
     env.update(MODEL_DIR=str(model_dir), MODEL_VERSIONS=",".join(versions), BENTOML_DO_NOT_TRACK="true")
-    env.setdefault("BENTOML_HOME", str(Path(tempfile.gettempdir()) / "bentoml"))
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
 
