@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +14,11 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 @contextmanager
 def workspace() -> Iterator[Settings]:
-    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+    """Settings for a temp folder holding generated data, which is also the working directory meanwhile.
+
+    MLflow puts a SQLite store's artifacts in ./mlruns, which would otherwise land in the project.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder, chdir(folder):
         settings = Settings.in_folder(Path(folder), "bench-model")
         data = Path(settings.data_uri)
         data.parent.mkdir(parents=True)

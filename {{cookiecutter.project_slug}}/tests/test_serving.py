@@ -55,6 +55,7 @@ def test_rows_of_several_requests_batched_together_score_as_each_alone(sales, fi
         (lambda p: p["data"][0].__setitem__(2, "last week"), "row 0: Invalid isoformat string"),
         (lambda p: p["data"][0].pop(), "row 0 must be a list of 7 values"),
         (lambda p: p.pop("data"), "MLflow dataframe_split"),
+        (lambda p: p.update(data=[]), "data holds no rows"),
     ],
 )
 def test_a_malformed_request_is_refused_naming_what_is_wrong(sales, change, message):

@@ -71,6 +71,8 @@ def rows_from_split(payload: Any) -> np.ndarray:
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
         raise ValueError('expected {"columns": [...], "data": [[...], ...]} (MLflow dataframe_split)')
+    if not payload["data"]:
+        raise ValueError("data holds no rows: send at least one")
     columns = payload.get("columns")
     if not isinstance(columns, list) or sorted(map(str, columns)) != sorted(INPUTS):
         raise ValueError(f"columns must be exactly {INPUTS}, got {columns}")
