@@ -61,6 +61,7 @@ RELEASE = {
     "bench/serving_throughput.py",
     "bench/wrk.py",
     "bench/mlflow_server.py",
+    "bench/release_commands.py",
 }
 
 # Serving image, GitOps manifests and back-test infrastructure-as-code.
