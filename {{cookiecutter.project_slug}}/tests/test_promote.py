@@ -230,6 +230,7 @@ def test_illegal_promotion_is_refused_and_changes_nothing(client, settings, caps
 def test_promotion_pins_moves_alias_and_records_the_approver(client, settings):
     # given a version whose image was pushed with a digest
     version = new_version(client, settings, image_digest="sha256:" + "a" * 64)
+    production_pins = (settings.deploy_dir / "production" / "model.env").read_text()
     # when
     assert promote(settings, version, "staging", "dave") == 0
     # then
@@ -242,7 +243,7 @@ def test_promotion_pins_moves_alias_and_records_the_approver(client, settings):
     assert f'newTag: "v{version}"' in manifest
     assert "digest: sha256:" + "a" * 64 in manifest
     assert f"MODEL_VERSION={version}\n" in (settings.deploy_dir / "staging" / "model.env").read_text()
-    assert "unreleased" in (settings.deploy_dir / "production" / "model.env").read_text()
+    assert (settings.deploy_dir / "production" / "model.env").read_text() == production_pins
 
 
 def test_production_takes_the_staging_version_and_archives_the_old_champion(client, settings):
