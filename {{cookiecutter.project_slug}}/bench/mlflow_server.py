@@ -11,18 +11,14 @@ import os
 import signal
 import subprocess  # nosec B404 # the MLflow scoring server: fixed argument list, no shell
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from {{ cookiecutter.package_name }} import registry
-from {{ cookiecutter.package_name }}.serve import free_port
+from {{ cookiecutter.package_name }}.serve import free_port, wait_until_ready
 from {{ cookiecutter.package_name }}.settings import Settings
 
-STARTUP_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 
 
@@ -40,22 +36,6 @@ def environment(settings: Settings) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("OMP_NUM_THREADS", "1")  # what serve.server_env gives the project's server
     return env
-
-
-def wait_until_pinged(url: str, process: subprocess.Popen[bytes]) -> None:
-    """Poll /ping (200 once the model is loaded); fail fast if the server exits."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"MLflow's scoring server exited with code {process.returncode} before ready")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:  # nosec B310 # loopback URL
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"MLflow's scoring server at {url} not ready after {STARTUP_TIMEOUT_S} s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -81,7 +61,7 @@ def running(settings: Settings, version: str) -> Iterator[str]:
         start_new_session=True,
     )
     try:
-        wait_until_pinged(url, process)
+        wait_until_ready(url, process, probe="/ping")
         yield url
     finally:
         stop(process)

@@ -72,15 +72,15 @@ def server_env(model_dir: Path, versions: list[str]) -> dict[str, str]:
 
 
 def wait_until_ready(
-    url: str, process: subprocess.Popen[bytes], timeout_s: float = STARTUP_TIMEOUT_S
+    url: str, process: subprocess.Popen[bytes], probe: str = "/readyz", timeout_s: float = STARTUP_TIMEOUT_S
 ) -> None:
-    """Poll /readyz (200 once every model is loaded) until the server answers; fail fast if it exits."""
+    """Poll the probe (/readyz: 200 once every model is loaded) until it answers; fail fast on an exit."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"scoring server at {url} exited ({process.returncode}) before it was ready")
         try:  # the URL is the loopback address this module built
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # nosec B310 # loopback URL
+            with urllib.request.urlopen(f"{url}{probe}", timeout=2) as response:  # nosec B310 # loopback URL
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
