@@ -71,3 +71,16 @@ def test_the_service_loads_an_exported_mlflow_model_without_mlflow(tmp_path: Pat
     mlflow.sklearn.save_model(fitted, str(tmp_path / "3"), serialization_format="cloudpickle")
     rows = sales.drop(columns=TARGET).tail(5)
     assert load_model(tmp_path / "3").predict(rows) == pytest.approx(fitted.predict(rows), rel=1e-12)
+
+
+@pytest.mark.parametrize("versions", ["", "../../etc", "3,", "3 ,x"])
+def test_the_service_refuses_to_start_on_versions_that_are_not_version_numbers(
+    versions, tmp_path, monkeypatch
+):
+    from {{ cookiecutter.package_name }} import serving
+    from {{ cookiecutter.package_name }}.registry import RegistryError
+
+    monkeypatch.setattr(serving, "VERSIONS", [v.strip() for v in versions.split(",")])
+    monkeypatch.setattr(serving, "MODEL_DIR", tmp_path)
+    with pytest.raises(RegistryError, match="MODEL_VERSIONS"):
+        serving._Scoring()

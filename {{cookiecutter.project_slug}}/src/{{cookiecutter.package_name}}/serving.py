@@ -28,7 +28,15 @@ import pandas as pd
 from bentoml.validators import DataframeSchema
 from pydantic import BeforeValidator
 
-from {{ cookiecutter.package_name }}.contract import COLUMN_TYPES, COLUMNS, FLOAT_TYPES, INTEGER_TYPES, TARGET
+from {{ cookiecutter.package_name }}.contract import (
+    COLUMN_TYPES,
+    COLUMNS,
+    DATETIME_TYPES,
+    FLOAT_TYPES,
+    INTEGER_TYPES,
+    TARGET,
+)
+from {{ cookiecutter.package_name }}.registry import parse_version
 
 INPUTS = [column for column in COLUMNS if column != TARGET]  # what a request sends for each row
 MODEL_DIR = Path(os.environ.get("MODEL_DIR", "/opt/models"))
@@ -52,7 +60,7 @@ def _number(value: Any) -> float:
 
 def _check_for(column: str) -> Any:
     """The per-value check of a column, from its type in the data contract."""
-    if column == "week_start":
+    if COLUMN_TYPES[column] is DATETIME_TYPES:
         return lambda value: datetime.fromisoformat(_text(value))
     if COLUMN_TYPES[column] in (FLOAT_TYPES, INTEGER_TYPES):
         return _number
@@ -113,9 +121,11 @@ class _Scoring:
     """Loads every listed version once at start-up (/readyz answers after that), then scores batches."""
 
     def __init__(self) -> None:
+        for version in VERSIONS:
+            parse_version(version, "MODEL_VERSIONS")  # digits only: a version names a folder under MODEL_DIR
         missing = [v for v in VERSIONS if not (MODEL_DIR / v / "MLmodel").is_file()]
-        if not VERSIONS[0] or missing:
-            raise RuntimeError(f"no exported model for version(s) {missing or VERSIONS} under {MODEL_DIR}")
+        if missing:
+            raise RuntimeError(f"no exported model for version(s) {missing} under {MODEL_DIR}")
         self.models = {version: load_model(MODEL_DIR / version) for version in VERSIONS}
 
     def predict(self, version: str, rows: np.ndarray) -> pd.DataFrame:
