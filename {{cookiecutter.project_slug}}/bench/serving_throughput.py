@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench import mlflow_server, wrk
-from {{ cookiecutter.package_name }}.serve import score, serving
+from {{ cookiecutter.package_name }}.serve import dataframe_split, score, serving
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,7 +49,7 @@ class Figures:
 
 def one_row_bodies(rows: pd.DataFrame) -> list[str]:
     """One `dataframe_split` request per row: what a client of either server sends."""
-    split = json.loads(rows.to_json(orient="split", index=False, date_format="iso"))
+    split = dataframe_split(rows)
     return [
         json.dumps({"dataframe_split": {"columns": split["columns"], "data": [row]}}) for row in split["data"]
     ]

@@ -6,7 +6,6 @@ column) and never poisons the batch it would have joined. The server itself runs
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +14,8 @@ import pytest
 
 from {{ cookiecutter.package_name }}.contract import TARGET
 from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.serve import dataframe_split
 from {{ cookiecutter.package_name }}.serving import INPUTS, frame_of, load_model, rows_from_split
-
-
-def split(rows: pd.DataFrame) -> dict:
-    """Rows as a client sends them: pandas' `to_json(orient="split")`, as MLflow's clients do."""
-    return json.loads(rows.to_json(orient="split", index=False, date_format="iso"))
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +27,13 @@ def fitted(sales: pd.DataFrame):
 def test_rows_sent_in_any_column_order_score_like_the_frame_in_process(sales, fitted):
     rows = sales.drop(columns=TARGET).tail(30)
     shuffled = rows[list(reversed(INPUTS))]
-    served = fitted.predict(frame_of(rows_from_split(split(shuffled))))
+    served = fitted.predict(frame_of(rows_from_split(dataframe_split(shuffled))))
     assert served == pytest.approx(fitted.predict(rows), rel=1e-12)
 
 
 def test_rows_of_several_requests_batched_together_score_as_each_alone(sales, fitted):
     rows = sales.drop(columns=TARGET).tail(6)
-    requests = [rows_from_split(split(rows.iloc[[index]])) for index in range(len(rows))]
+    requests = [rows_from_split(dataframe_split(rows.iloc[[index]])) for index in range(len(rows))]
     batched = fitted.predict(frame_of(np.concatenate(requests)))
     alone = [fitted.predict(frame_of(request))[0] for request in requests]
     assert batched == pytest.approx(alone, rel=1e-12)
@@ -59,7 +54,7 @@ def test_rows_of_several_requests_batched_together_score_as_each_alone(sales, fi
     ],
 )
 def test_a_malformed_request_is_refused_naming_what_is_wrong(sales, change, message):
-    payload = split(sales.drop(columns=TARGET).tail(1))
+    payload = dataframe_split(sales.drop(columns=TARGET).tail(1))
     change(payload)
     with pytest.raises(ValueError, match=message):
         rows_from_split(payload)

@@ -138,6 +138,11 @@ def serving(settings: Settings, *versions: str) -> Iterator[list[str]]:
             stop(process)
 
 
+def dataframe_split(rows: pd.DataFrame) -> dict[str, list]:
+    """Rows in MLflow's `dataframe_split` form (columns, then one list per row): what a client sends."""
+    return json.loads(rows.to_json(orient="split", index=False, date_format="iso"))
+
+
 def score(url: str, rows: pd.DataFrame, batch_size: int = 1000) -> np.ndarray:
     """POST rows to <url>/invocations in MLflow's `dataframe_split` format and return the predictions."""
     import numpy as np
@@ -147,10 +152,9 @@ def score(url: str, rows: pd.DataFrame, batch_size: int = 1000) -> np.ndarray:
     predictions = []
     for start in range(0, len(rows), batch_size):
         batch = rows.iloc[start : start + batch_size]
-        payload = json.loads(batch.to_json(orient="split", index=False, date_format="iso"))
         request = urllib.request.Request(
             f"{url}/invocations",
-            data=json.dumps({"dataframe_split": payload}).encode(),
+            data=json.dumps({"dataframe_split": dataframe_split(batch)}).encode(),
             headers={"Content-Type": "application/json"},
         )
         # only http(s) URLs reach this point (checked above)
