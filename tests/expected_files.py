@@ -105,6 +105,12 @@ CI_RELEASE = {
     "tests/test_release_pr.py",
 }
 
+# Template updates: the scheduled pipeline's steps (every provider).
+TEMPLATE_UPDATE = {
+    "src/{package}/template_update.py",
+    "tests/test_template_update.py",
+}
+
 # A short guide per role, linked from the README's "Guides".
 GUIDES = {
     "docs/data-scientist.md",
@@ -119,17 +125,20 @@ BY_PROVIDER = {
         ".github/workflows/pr.yml",
         ".github/workflows/train.yml",
         ".github/workflows/rollback.yml",
+        ".github/workflows/template-update.yml",
         "docs/ci-github.md",
     },
     "azure": {
         "azure-pipelines/pr.yml",
         "azure-pipelines/train-release.yml",
         "azure-pipelines/rollback.yml",
+        "azure-pipelines/template-update.yml",
         "docs/ci-azure.md",
         "renovate.json",
     },
     "jenkins": {
         "Jenkinsfile",
+        "Jenkinsfile.template-update",
         "docs/ci-jenkins.md",
         "renovate.json",
     },
@@ -140,5 +149,6 @@ def expected_files(ci_provider: str, package: str) -> set[str]:
     """Files a render must contain, no more and no fewer."""
     return {
         path.format(package=package)
-        for path in COMMON | ML_CORE | RELEASE | DEPLOY | CI_RELEASE | GUIDES | BY_PROVIDER[ci_provider]
+        for group in (COMMON, ML_CORE, RELEASE, DEPLOY, CI_RELEASE, TEMPLATE_UPDATE, GUIDES, BY_PROVIDER[ci_provider])
+        for path in group
     }

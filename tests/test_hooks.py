@@ -406,8 +406,9 @@ def test_post_gen_hook_is_idempotent(tmp_path, capsys, provider):
     assert capsys.readouterr().out == ""
 
 
-def test_hook_runs_with_the_standard_library_only():
-    for hook in (TEMPLATE / "hooks").glob("*.py"):
+def test_hooks_and_migrations_run_with_the_standard_library_only():
+    # both run under whatever Python runs cookiecutter, cruft or copier
+    for hook in [*(TEMPLATE / "hooks").glob("*.py"), *(TEMPLATE / "migrations").glob("*.py")]:
         result = subprocess.run(
             [sys.executable, "-I", "-S", "-c", f"import ast; ast.parse(open({str(hook)!r}).read())"],
             capture_output=True,

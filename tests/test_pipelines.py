@@ -100,10 +100,16 @@ JENKINS_SH = re.compile(r"""\bsh\s*\(?\s*(?:script:\s*)?'([^']*)'""")
 JENKINS_STAGE = re.compile(r"stage\('([^']+)'\)")
 
 
+def jenkins_files(project: Path) -> list[Path]:
+    """The Jenkinsfile and the scripts of Jenkins' other pipeline jobs (Jenkinsfile.<job>)."""
+    return sorted(project.glob("Jenkinsfile*"))
+
+
 def jenkins_steps(project: Path) -> Iterator[Step]:
-    text = (project / "Jenkinsfile").read_text()
-    for match in JENKINS_SH.finditer(text):
-        yield Step("Jenkinsfile", f"line {text.count(chr(10), 0, match.start()) + 1}", match.group(1))
+    for path in jenkins_files(project):
+        text = path.read_text()
+        for match in JENKINS_SH.finditer(text):
+            yield Step(path.name, f"line {text.count(chr(10), 0, match.start()) + 1}", match.group(1))
 
 
 STEPS = {"github": github_steps, "azure": azure_steps, "jenkins": jenkins_steps}
@@ -176,7 +182,7 @@ def ci_files(provider: str, project: Path) -> list[Path]:
         return workflow_files(project)
     if provider == "azure":
         return sorted((project / "azure-pipelines").glob("*.yml"))
-    return [project / "Jenkinsfile"]
+    return jenkins_files(project)
 
 
 # ---- every provider --------------------------------------------------------------------------------
@@ -226,6 +232,27 @@ def test_training_reads_real_data_never_synthetic(projects: dict[str, Path], pro
     # `make data` writes synthetic rows to DATA_URI: on a product's real extract that would be data loss.
     called = [t for script in training_steps(provider, projects[provider]) for t in called_targets(script)]
     assert [t for t in called if t != "install"] == TRAINING_TARGETS
+
+
+TEMPLATE_UPDATE_FILES = {
+    "github": "template-update.yml",
+    "azure": "template-update.yml",
+    "jenkins": "Jenkinsfile.template-update",
+}
+# A schedule in each provider's own syntax: GitHub's `schedule: cron`, Azure's `schedules:`, Jenkins' cron().
+SCHEDULED = {"github": "schedule:\n    - cron:", "azure": "schedules:\n  - cron:", "jenkins": "cron('"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_template_updates_run_on_a_schedule_update_then_check_then_propose(
+    projects: dict[str, Path], provider: str
+) -> None:
+    # the update's PR checks run in the same job: a PR opened with a job token starts no other pipeline
+    steps = [s for s in STEPS[provider](projects[provider]) if s.file == TEMPLATE_UPDATE_FILES[provider]]
+    called = [t for step in steps for t in called_targets(step.script)]
+    assert called == ["install", "template-update", "template-update-check", "template-pull-request"]
+    (path,) = [p for p in ci_files(provider, projects[provider]) if p.name == TEMPLATE_UPDATE_FILES[provider]]
+    assert SCHEDULED[provider] in path.read_text()
 
 
 # ---- GitHub Actions ------------------------------------------------------------------------------------
@@ -357,7 +384,7 @@ def test_checkov_fails_no_github_actions_check(projects: dict[str, Path]) -> Non
 
 def test_azure_pipelines_match_the_schema(projects: dict[str, Path]) -> None:
     files = sorted((projects["azure"] / "azure-pipelines").glob("*.yml"))
-    assert [p.name for p in files] == ["pr.yml", "rollback.yml", "train-release.yml"]
+    assert [p.name for p in files] == ["pr.yml", "rollback.yml", "template-update.yml", "train-release.yml"]
     # The vendored schema's patterns use escapes only Python's regex engine accepts.
     check_jsonschema(
         "--regex-variant",
@@ -411,17 +438,14 @@ def test_checkov_scans_every_azure_pipeline_and_fails_none(projects: dict[str, P
 # ---- Jenkins -------------------------------------------------------------------------------------------
 
 
-def test_jenkinsfile_parses_as_groovy(projects: dict[str, Path]) -> None:
+def test_jenkinsfiles_parse_as_groovy(projects: dict[str, Path]) -> None:
     script = (
         "import sys\nfrom groovy_parser.parser import parse_groovy_content\n"
-        "parse_groovy_content(open(sys.argv[1]).read())\n"
+        "for path in sys.argv[1:]:\n    parse_groovy_content(open(path).read())\n"
     )
-    result = subprocess.run(
-        [tool("python"), "-c", script, str(projects["jenkins"] / "Jenkinsfile")],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    files = [str(path) for path in jenkins_files(projects["jenkins"])]
+    assert len(files) == 2, files
+    result = subprocess.run([tool("python"), "-c", script, *files], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -452,9 +476,10 @@ def test_jenkins_release_order_and_input_gates(projects: dict[str, Path]) -> Non
     assert re.search(r"environment \{\s*PUSH_IMAGE = '1'\s*\}", stages["Image"])
 
 
-def test_jenkins_shell_steps_are_single_quoted_literals(projects: dict[str, Path]) -> None:
+@pytest.mark.parametrize("name", ["Jenkinsfile", "Jenkinsfile.template-update"])
+def test_jenkins_shell_steps_are_single_quoted_literals(projects: dict[str, Path], name: str) -> None:
     # Groovy interpolates "double-quoted" and triple-quoted strings before the shell sees them.
-    text = re.sub(r"^\s*//.*$", "", (projects["jenkins"] / "Jenkinsfile").read_text(), flags=re.MULTILINE)
+    text = re.sub(r"^\s*//.*$", "", (projects["jenkins"] / name).read_text(), flags=re.MULTILINE)
     calls = re.findall(r"\bsh\s*\(?\s*(?:script:\s*)?(\S)", text)
     assert calls and set(calls) == {"'"}, calls
     assert len(calls) == len(JENKINS_SH.findall(text))

@@ -1,7 +1,9 @@
-"""`cruft update` brings template changes into a product repo and never touches its release state.
+"""Template releases reach product repos through `copier update` and `cruft update`, driven by the
+template-update pipeline's steps, and never touch their release state.
 
-A product repo holds promotion commits (the pins in deploy/<env>/) that the template knows nothing about. A
-template release that edits the same files must not leave conflict markers there, or undo a release.
+Each test builds the template as its own git repository with two release tags (v1.0.0, v1.1.0), makes a product
+repo from v1.0.0 with one engine, gives it the team's own commits and promotion commits, then runs the pipeline
+steps (`<package> template-update`, `<package> template-pull-request`) as CI would.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
+
 from conftest import DEFAULT_PACKAGE, DEFAULT_SLUG, TEMPLATE, VENV, make, run
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 ENVIRONMENTS = ("staging", "production")
-SOURCES = TEMPLATE / "{{cookiecutter.project_slug}}"
+SOURCES = "{{cookiecutter.project_slug}}"
+TEMPLATE_FILES = ("cookiecutter.json", "copier.yml", "CHANGELOG.md", "hooks", "migrations", SOURCES)
 # What a merge leaves behind when it could not decide.
 CONFLICT = re.compile(rb"^(<{7}|>{7})( |$)", re.MULTILINE)
 # The promotion's own pin step (promote._pin): it writes and commits the pins and needs no registry.
@@ -27,50 +32,13 @@ for environment in sys.argv[1:]:
     release = Release.new(PROMOTION, environment, "7", "unreleased", ["approver"])
     _pin(Settings.from_env(), release, digest="sha256:{"a" * 64}")
 """
-TEMPLATE_CHANGE = "# A template release: this line reaches product repos through `cruft update`.\n"
+TEMPLATE_CHANGE = "# A template release: this line reaches product repos through the update pipeline.\n"
+TEAM_CHANGE = "# The team's own line, where the template release adds its own.\n"
+POLICY = Path("config/backtest.toml")
 
 
 def git(repo: Path, *args: str) -> str:
     return run([*GIT, *args], repo).stdout.strip()
-
-
-def template_checkout(folder: Path) -> Path:
-    """The template as its own git repository (commit A): what `cruft create` reads and records."""
-    folder.mkdir()
-    shutil.copy(TEMPLATE / "cookiecutter.json", folder)
-    shutil.copytree(TEMPLATE / "hooks", folder / "hooks")
-    shutil.copytree(SOURCES, folder / SOURCES.name, ignore=shutil.ignore_patterns("__pycache__"))
-    git(folder, "init", "--quiet")
-    git(folder, "add", "--all")
-    git(folder, "commit", "--quiet", "-m", "A")
-    return folder
-
-
-def released_project(tmp_path: Path) -> tuple[Path, Path, list[str]]:
-    """A product repo created with cruft, with promotion commits pinning v7; its template and pin files."""
-    template = template_checkout(tmp_path / "template")
-    run([str(VENV / "bin" / "cruft"), "create", "--no-input", "--output-dir", str(tmp_path), str(template)], tmp_path)
-    project = tmp_path / DEFAULT_SLUG
-    git(project, "init", "--quiet")
-    git(project, "add", "--all")
-    git(project, "commit", "--quiet", "-m", "Create from the template")
-    created = git(project, "rev-parse", "HEAD")
-    run([str(VENV / "bin" / "python"), "-c", PROMOTE, *ENVIRONMENTS], project)
-    pins = git(project, "diff", "--name-only", created, "HEAD").splitlines()
-    assert pins, "the promotions committed no pins"
-    return template, project, pins
-
-
-def release_template_change(template: Path) -> str:
-    """Commit B: the template edits the lines promotion pins, and the Makefile; return its SHA."""
-    for environment in ENVIRONMENTS:
-        folder = template / SOURCES.name / "deploy" / environment
-        edit(folder / "model.env", "MODEL_VERSION=unreleased\n", "MODEL_VERSION=unreleased\nMODEL_FLAVOR=sklearn\n")
-        edit(folder / "kustomization.yaml", 'newTag: "unreleased"', 'newTag: "unreleased"  # pinned by promotion')
-    with (template / SOURCES.name / "Makefile").open("a") as makefile:
-        makefile.write(TEMPLATE_CHANGE)
-    git(template, "commit", "--quiet", "--all", "-m", "B")
-    return git(template, "rev-parse", "HEAD")
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -79,8 +47,69 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-def cruft_update(project: Path) -> None:
-    run([str(VENV / "bin" / "cruft"), "update", "--skip-apply-ask", "--project-dir", str(project)], project)
+def release_v1_0(folder: Path) -> Path:
+    """The template as its own repository, tagged v1.0.0: today's sources with the policy key's 1.0.0 name."""
+    folder.mkdir()
+    for name in TEMPLATE_FILES:
+        source = TEMPLATE / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, folder / name)
+    edit(folder / SOURCES / POLICY, "\nmax_wape_regression =", "\nmax_regression =")
+    git(folder, "init", "--quiet")
+    git(folder, "add", "--all")
+    git(folder, "commit", "--quiet", "-m", "Release 1.0.0")
+    git(folder, "tag", "v1.0.0")
+    return folder
+
+
+def release_v1_1(template: Path) -> None:
+    """v1.1.0: the policy key's new name (with its migration), the pin lines and the Makefile edited."""
+    shutil.copy(TEMPLATE / SOURCES / POLICY, template / SOURCES / POLICY)
+    for environment in ENVIRONMENTS:
+        folder = template / SOURCES / "deploy" / environment
+        edit(folder / "model.env", "MODEL_VERSION=unreleased\n", "MODEL_VERSION=unreleased\nMODEL_FLAVOR=sklearn\n")
+        edit(folder / "kustomization.yaml", 'newTag: "unreleased"', 'newTag: "unreleased"  # pinned by promotion')
+    with (template / SOURCES / "Makefile").open("a") as makefile:
+        makefile.write(TEMPLATE_CHANGE)
+    git(template, "commit", "--quiet", "--all", "-m", "Release 1.1.0")
+    git(template, "tag", "v1.1.0")
+
+
+def create(engine: str, template: Path, out: Path) -> Path:
+    """A product repo made from v1.0.0 by `engine`, committed as `make install` would."""
+    if engine == "copier":
+        project = out / DEFAULT_SLUG
+        copier = [str(VENV / "bin" / "copier"), "copy", "--trust", "--defaults", "--quiet", "--vcs-ref", "v1.0.0"]
+        run([*copier, str(template), str(project)], out)
+    else:
+        cruft = [str(VENV / "bin" / "cruft"), "create", "--no-input", "--checkout", "v1.0.0"]
+        run([*cruft, "--output-dir", str(out), str(template)], out)
+        project = out / DEFAULT_SLUG
+    git(project, "init", "--quiet", "--initial-branch=main")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Create from the template")
+    return project
+
+
+def team_and_release_commits(project: Path) -> dict[str, bytes]:
+    """The team tunes training and its policy and adds a test; then promotions pin v7. Returns the pins."""
+    edit(project / "config/train.toml", "learning_rate = 0.08", "learning_rate = 0.05")
+    edit(project / POLICY, "max_regression = 0.005", "max_regression = 0.01 ")
+    (project / "tests" / "test_team.py").write_text("def test_team_rule():\n    assert True\n")
+    git(project, "add", "--all")
+    git(project, "commit", "--quiet", "-m", "Tune training and the release policy; add a team test")
+    before = git(project, "rev-parse", "HEAD")
+    run([str(VENV / "bin" / "python"), "-c", PROMOTE, *ENVIRONMENTS], project)
+    pins = git(project, "diff", "--name-only", before, "HEAD").splitlines()
+    assert pins, "the promotions committed no pins"
+    return {pin: (project / pin).read_bytes() for pin in pins}
+
+
+def pipeline(project: Path, step: str, check: bool = True):
+    """One step of the template-update pipeline, as CI runs it."""
+    return run([str(VENV / "bin" / "python"), "-m", DEFAULT_PACKAGE, step], project, check=check)
 
 
 def conflicted(project: Path) -> set[str]:
@@ -91,31 +120,108 @@ def conflicted(project: Path) -> set[str]:
     }
 
 
-def test_cruft_update_brings_template_changes_and_keeps_the_release_pins(tmp_path, installed_project):
-    # given a product repo whose environments run v7, and a template release that edits the same files
-    template, project, pins = released_project(tmp_path)
-    released = {pin: (project / pin).read_bytes() for pin in pins}
-    new_commit = release_template_change(template)
-    # when
-    cruft_update(project)
-    # then the template change arrived, the pins are the promotion's, and nothing is left to resolve
-    assert json.loads((project / ".cruft.json").read_text())["commit"] == new_commit
-    assert (project / "Makefile").read_text().endswith(TEMPLATE_CHANGE)
-    assert {pin: (project / pin).read_bytes() for pin in pins} == released
+@pytest.fixture
+def template(tmp_path: Path) -> Path:
+    return release_v1_0(tmp_path / "template")
+
+
+@pytest.mark.parametrize("engine", ["copier", "cruft"])
+def test_update_brings_the_release_keeps_team_changes_and_never_touches_release_state(
+    engine, template, tmp_path, installed_project
+):
+    # given a product repo on v1.0.0 with the team's commits and v7 pinned, and a template release v1.1.0
+    project = create(engine, template, tmp_path)
+    pins = team_and_release_commits(project)
+    release_v1_1(template)
+    # when the pipeline's first step runs
+    result = pipeline(project, "template-update")
+    # then the release is committed on its own branch, with nothing left to resolve
+    assert "committed on branch template-update/v1.1.0" in result.stdout
+    assert git(project, "branch", "--show-current") == "template-update/v1.1.0"
+    assert git(project, "status", "--porcelain") == ""
     assert conflicted(project) == set()
+    assert (project / "Makefile").read_text().endswith(TEMPLATE_CHANGE)
+    # the team's changes are kept, and the pins are the promotions', byte for byte
+    assert "learning_rate = 0.05" in (project / "config/train.toml").read_text()
+    assert (project / "tests" / "test_team.py").is_file()
+    assert {pin: (project / pin).read_bytes() for pin in pins} == pins
+    # the policy keeps the team's threshold: copier's migration renamed its key; cruft has no migrations,
+    # so its users follow the upgrade note (and `make backtest` names the old key until they do)
+    policy = (project / POLICY).read_text()
+    key = "max_wape_regression" if engine == "copier" else "max_regression"
+    assert re.search(rf"^{key} = 0\.01 ", policy, re.MULTILINE), policy
+    # the pull request to come names the range and quotes the CHANGELOG entry of v1.1.0
+    proposal = json.loads((project / "build/template-update/pull-request.json").read_text())
+    assert proposal["title"] == "Update the template from v1.0.0 to v1.1.0"
+    assert "## v1.1.0" in proposal["body"] and "## v1.0.0" not in proposal["body"]
     make(project, "manifests")  # installed_project brings kubectl and kubernetes-validate into the venv
 
 
-def test_without_the_skip_list_the_same_update_leaves_conflicts_in_the_pins(tmp_path):
-    # given the same repo, whose team dropped the skip list from pyproject.toml
-    template, project, pins = released_project(tmp_path)
+@pytest.mark.parametrize("engine", ["copier", "cruft"])
+def test_a_real_conflict_fails_the_pipeline_and_nothing_is_committed(engine, template, tmp_path, installed_project):
+    # given a team line exactly where the template release adds its own
+    project = create(engine, template, tmp_path)
+    with (project / "Makefile").open("a") as makefile:
+        makefile.write(TEAM_CHANGE)
+    git(project, "commit", "--quiet", "--all", "-m", "A team line at the end of the Makefile")
+    team_head = git(project, "rev-parse", "HEAD")
+    release_v1_1(template)
+    # when
+    result = pipeline(project, "template-update", check=False)
+    # then the step fails with one line naming the file, commits nothing and leaves no proposal
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "conflicts in Makefile" in result.stderr and "nothing was committed or pushed" in result.stderr
+    assert git(project, "rev-parse", "HEAD") == team_head
+    assert "Makefile" in conflicted(project) or "Makefile.rej" in conflicted(project)
+    assert not (project / "build/template-update/pull-request.json").exists()
+
+
+def test_an_up_to_date_repo_gets_no_branch_and_no_pull_request(template, tmp_path, installed_project):
+    # given a product repo on the newest release, with its origin a bare repository
+    project = create("copier", template, tmp_path)
+    origin = tmp_path / "origin.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(origin))
+    git(project, "remote", "add", "origin", str(origin))
+    git(project, "push", "--quiet", "origin", "main")
+    # when the scheduled pipeline runs both steps
+    checked = pipeline(project, "template-update")
+    proposed = pipeline(project, "template-pull-request")
+    # then it says so, and nothing is branched, written or pushed
+    assert checked.stdout.strip() == f"Template is up to date: v1.0.0 is the newest release of {template}."
+    assert proposed.stdout.strip() == "No template update to propose."
+    assert git(project, "branch", "--format=%(refname:short)") == "main"
+    assert git(origin, "branch", "--format=%(refname:short)") == "main"
+    assert git(project, "status", "--porcelain") == ""
+
+
+def test_the_migration_runs_once_and_leaves_a_renamed_key_alone(tmp_path):
+    # given a policy with the old key, migrated once
+    policy = tmp_path / POLICY
+    policy.parent.mkdir()
+    policy.write_text("wape_floor = 0.2\nmax_regression = 0.02  # the team's\n")
+    migration = [str(VENV / "bin" / "python"), str(TEMPLATE / "migrations" / "rename_max_regression.py")]
+    first = run(migration, tmp_path)
+    # when it runs again (an update across 1.1.0 re-run by hand)
+    again = run(migration, tmp_path)
+    # then the key is renamed once, the team's value and comment are kept, and the second run is silent
+    assert policy.read_text() == "wape_floor = 0.2\nmax_wape_regression = 0.02  # the team's\n"
+    assert "renamed max_regression to max_wape_regression" in first.stderr
+    assert again.stderr == ""
+
+
+def test_without_the_skip_list_cruft_leaves_conflicts_in_the_pins(template, tmp_path, installed_project):
+    # given a cruft repo whose team dropped the skip list from pyproject.toml
+    project = create("cruft", template, tmp_path)
+    pins = team_and_release_commits(project)
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text()
     pyproject.write_text(re.sub(r"\n\[tool\.cruft\]\n.*?(?=\n\[|\Z)", "", text, flags=re.DOTALL))
     assert pyproject.read_text() != text, "pyproject.toml has no [tool.cruft] section"
     git(project, "commit", "--quiet", "--all", "-m", "Drop the cruft skip list")
-    release_template_change(template)
+    release_v1_1(template)
     # when
-    cruft_update(project)
-    # then the update collides with the promotions: the skip list is what keeps release state safe
-    assert conflicted(project) == set(pins)
+    result = pipeline(project, "template-update", check=False)
+    # then the update collides with the promotions, and the pipeline refuses it: the skip list keeps releases safe
+    assert result.returncode == 1
+    assert set(pins) <= conflicted(project)

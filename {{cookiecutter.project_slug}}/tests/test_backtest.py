@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import itertools
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from {{ cookiecutter.package_name }}.backtest import compare_to_champion, record_of, rolling_windows
-from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, Policy
+from {{ cookiecutter.package_name }}.backtest_record import POLICY_FILE, BacktestRecord, Policy
 from {{ cookiecutter.package_name }}.evidence_report import backtest_markdown
+from {{ cookiecutter.package_name }}.inputs import InputError
 
-POLICY = Policy(windows=3, window_weeks=4, wape_floor=0.15, max_regression=0.005)
+POLICY = Policy(windows=3, window_weeks=4, wape_floor=0.15, max_wape_regression=0.005)
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 def windows_with(wape: float) -> pd.DataFrame:
@@ -67,3 +70,22 @@ def test_the_report_names_the_policy_that_decided_and_every_window_and_evidence_
     assert "| 1 | 2026-01-05 | 0.2000 | 20.00 | +0.0100 | 0.3000 | 20.00 | +0.0100 |" in report
     # and the record on the run reads back as written
     assert BacktestRecord.from_json(record.to_json()) == record
+
+
+def test_the_shipped_policy_file_reads_with_its_margin_over_the_champion():
+    policy = Policy.from_toml(PROJECT / POLICY_FILE)
+    assert policy.max_wape_regression >= 0 and "worse than the champion's" in policy.describe()
+
+
+def test_a_policy_file_still_saying_max_regression_is_refused_with_the_fix(tmp_path, monkeypatch):
+    # given a product repo whose policy predates template 1.1.0 (not yet through `copier update`)
+    monkeypatch.chdir(tmp_path)
+    POLICY_FILE.parent.mkdir()
+    POLICY_FILE.write_text("windows = 6\nwindow_weeks = 4\nwape_floor = 0.15\nmax_regression = 0.005\n")
+    # when the back-test reads it, then it stops with one line naming the key and the fix
+    with pytest.raises(InputError) as refused:
+        Policy.from_toml()
+    assert str(refused.value) == (
+        "config/backtest.toml: max_regression was renamed max_wape_regression in template 1.1.0:"
+        " rename the key (copier update does it for you)"
+    )

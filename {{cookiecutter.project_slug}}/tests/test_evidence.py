@@ -22,7 +22,7 @@ from {{ cookiecutter.package_name }}.evidence import GATE_SUMMARY_ARTIFACT, writ
 from {{ cookiecutter.package_name }}.settings import shareable_uri
 from test_promote import GOOD_EVIDENCE
 
-POLICY = Policy(windows=2, window_weeks=4, wape_floor=0.15, max_regression=0.005)
+POLICY = Policy(windows=2, window_weeks=4, wape_floor=0.15, max_wape_regression=0.005)
 AT = "2026-03-18T09:00:00+00:00"
 # A completely trained version (the promotion tests' evidence, training part), now in staging.
 TAGS = {key: GOOD_EVIDENCE[key] for key in registry.TRAINING_EVIDENCE} | {
@@ -318,6 +318,32 @@ def test_a_malformed_back_test_record_is_rejected(broken):
 
 def test_a_record_survives_its_round_trip():
     assert BacktestRecord.from_json(record().to_json()) == record()
+
+
+def record_before_1_1_json() -> str:
+    """The record as templates before 1.1.0 logged it: the margin under its old key, `max_regression`."""
+    raw = json.loads(record().to_json())
+    raw["policy"]["max_regression"] = raw["policy"].pop("max_wape_regression")
+    return json.dumps(raw)
+
+
+def test_a_record_logged_before_the_key_was_renamed_still_reads_as_written():
+    assert BacktestRecord.from_json(record_before_1_1_json()) == record()
+
+
+def test_evidence_of_a_version_back_tested_before_1_1_still_shows_its_policy(client, settings, capsys):
+    # given a version whose back-test record on its run was logged by a template before 1.1.0
+    version = new_version(client, settings, backtest=record())
+    run_id = client.get_model_version(settings.model_name, version).run_id
+    client.log_text(run_id, record_before_1_1_json(), BacktestRecord.artifact_path(version))
+    assert '"max_regression"' in mlflow.artifacts.load_text(
+        f"{client.get_run(run_id).info.artifact_uri}/{BacktestRecord.artifact_path(version)}"
+    )
+    # when its evidence is written
+    markdown, _, _ = write(client, settings, version, capsys)
+    # then the policy that decided it is shown, margin included, not an unreadable record
+    assert "at most 0.15 (the floor) and at most 0.005 worse than the champion's" in markdown
+    assert "unreadable" not in markdown
 
 
 @pytest.mark.parametrize(

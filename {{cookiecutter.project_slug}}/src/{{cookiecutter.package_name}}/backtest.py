@@ -84,10 +84,10 @@ def compare_to_champion(candidate: pd.DataFrame, champion: pd.DataFrame | None, 
         return Verdict(
             True, f"mean WAPE {candidate_wape:.4f} meets the floor (no champion yet)", candidate_wape, None
         )
-    if candidate_wape > champion_wape + policy.max_regression:
+    if candidate_wape > champion_wape + policy.max_wape_regression:
         reason = (
             f"mean WAPE {candidate_wape:.4f} is worse than the champion's {champion_wape:.4f}"
-            f" by more than {policy.max_regression}"
+            f" by more than {policy.max_wape_regression}"
         )
         return Verdict(False, reason, candidate_wape, champion_wape)
     reason = f"mean WAPE {candidate_wape:.4f} vs champion {champion_wape:.4f}: within the margin"

@@ -16,11 +16,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }} import inputs, registry
 
 POLICY_FILE = Path("config/backtest.toml")
 ARTIFACT_DIR = "backtest"  # on the version's run
 METRICS = ("wape", "mae", "bias")
+# Policy keys renamed by a template release: old key -> (new key, release). Records already in a registry
+# keep the old key and are read through it; config/backtest.toml must say the new one (copier renames it).
+RENAMED_POLICY_KEYS = {"max_regression": ("max_wape_regression", "1.1.0")}
 
 
 @dataclass(frozen=True)
@@ -30,25 +33,36 @@ class Policy:
     windows: int
     window_weeks: int
     wape_floor: float
-    max_regression: float
+    max_wape_regression: float
 
     @classmethod
     def from_toml(cls, path: Path = POLICY_FILE) -> Policy:
-        return cls.from_dict(tomllib.loads(path.read_text()))
+        """The team's policy; an old key is refused, not guessed at, so the file is fixed once and for all."""
+        raw = tomllib.loads(path.read_text())
+        for old, (new, release) in RENAMED_POLICY_KEYS.items():
+            if old in raw:
+                raise inputs.InputError(
+                    f"{path}: {old} was renamed {new} in template {release}: rename the key"
+                    " (copier update does it for you)"
+                )
+        return cls.from_dict(raw)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Policy:
+        """From the TOML file or a record written by any template release (renamed keys read as new)."""
+        raw = _with_current_keys(raw)
         return cls(
             int(raw["windows"]),
             int(raw["window_weeks"]),
             _number(raw["wape_floor"]),
-            _number(raw["max_regression"]),
+            _number(raw["max_wape_regression"]),
         )
 
     def describe(self) -> str:
         return (
-            f"mean WAPE at most {self.wape_floor:g} (the floor) and at most {self.max_regression:g} worse"
-            f" than the champion's, over {self.windows} windows of {self.window_weeks} weeks (newest last)"
+            f"mean WAPE at most {self.wape_floor:g} (the floor) and at most {self.max_wape_regression:g}"
+            f" worse than the champion's, over {self.windows} windows of {self.window_weeks} weeks"
+            " (newest last)"
         )
 
 
@@ -118,6 +132,12 @@ class BacktestRecord:
             )
         except (KeyError, TypeError, AttributeError, registry.RegistryError) as error:
             raise ValueError(f"malformed back-test record: {error!r}") from error
+
+
+def _with_current_keys(raw: dict[str, Any]) -> dict[str, Any]:
+    """Old records stay evidence for old versions: a renamed key counts as the new one, which wins if both."""
+    renamed = {new: raw[old] for old, (new, _) in RENAMED_POLICY_KEYS.items() if old in raw}
+    return {**renamed, **raw}
 
 
 def _number(value: Any) -> float:

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from {{ cookiecutter.package_name }} import __version__, inputs
 from {{ cookiecutter.package_name }}.settings import Settings
@@ -164,6 +165,20 @@ def release_pr(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def template_update(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.template_update import update
+
+    update(Path.cwd(), os.environ)
+    return 0
+
+
+def template_pull_request(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.template_update import propose
+
+    propose(Path.cwd(), os.environ)
+    return 0
+
+
 def release_demo(settings: Settings, args: argparse.Namespace) -> int:
     from {{ cookiecutter.package_name }}.release_demo import run_release_demo
 
@@ -261,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     release_pr_parser.add_argument("--env", help="staging or production (default: $ENV)")
     release_pr_parser.add_argument("--version", help="must be what deploy/<env>/ pins (default: it)")
     command("release-demo", release_demo, "run the whole local release flow and print a summary")
+    command(
+        "template-update",
+        template_update,
+        "apply the newest template release on a branch and commit it (nothing when up to date)",
+        "make template-update",
+    )
+    command(
+        "template-pull-request",
+        template_pull_request,
+        "push the template-update branch and open its pull request (nothing when there is none)",
+        "make template-pull-request",
+    )
     return parser
 
 

@@ -120,7 +120,7 @@ def last_commit(root: Path, folder: Path) -> str:
     return _git(root, "log", "-1", "--format=%H", "--", _relative(root, folder)).stdout.strip()
 
 
-def _identity(root: Path) -> list[str]:
+def identity(root: Path) -> list[str]:
     """git's own identity when it has one; a bot identity only when it has none (fresh machines, CI)."""
     if _git(root, "config", "user.email").stdout.strip():
         return []
@@ -139,7 +139,7 @@ def initialise_repository(root: Path, branch: str = DEFAULT_BRANCH) -> bool:
     for args in (
         ("init", "--quiet", f"--initial-branch={branch}"),
         ("add", "--all"),
-        (*_identity(root), "commit", "--quiet", "-m", "Start the project from the template"),
+        (*identity(root), "commit", "--quiet", "-m", "Start the project from the template"),
     ):
         result = _git(root, *args)
         if result.returncode:
@@ -150,10 +150,10 @@ def initialise_repository(root: Path, branch: str = DEFAULT_BRANCH) -> bool:
 
 def commit(root: Path, paths: list[Path], message: str) -> str:
     """Commit exactly `paths` (nothing else staged goes in); return the new commit SHA."""
-    identity = _identity(root)
+    author = identity(root)
     relative = [_relative(root, path) for path in paths]
     added = _git(root, "add", "--", *relative)
-    committed = _git(root, *identity, "commit", "--quiet", "--only", "-m", message, "--", *relative)
+    committed = _git(root, *author, "commit", "--quiet", "--only", "-m", message, "--", *relative)
     if added.returncode or committed.returncode:
         raise PinError(f"git commit failed: {(added.stderr + committed.stderr).strip()}")
     return _git(root, "rev-parse", "HEAD").stdout.strip()

@@ -1,4 +1,4 @@
-"""Bring a promotion commit to git as a pull request: push `release/<env>-v<N>` and open the PR.
+"""Bring a commit to git as a pull request: push its branch and open the PR (promotions, template updates).
 
 Promotion commits the pin change in deploy/<env>/; Flux deploys it once the PR is merged, so the merge is
 the moment the release takes effect and `git revert` is the rollback. Each CI provider pushes with its own
@@ -164,6 +164,19 @@ def from_jenkins(
     return azure_pr(repo_api, branch, base, text, header, send)
 
 
+def open_pull_request(
+    branch: str, text: tuple[str, str], env: Mapping[str, str], run: Run = run_command, send: Send = send_json
+) -> str:
+    """Push HEAD to `branch` on origin and open a PR (title, body) into the default branch; return its URL."""
+    base = env.get("RELEASE_BASE_BRANCH") or DEFAULT_BRANCH
+    provider = detect_provider(env)
+    if provider == "github":
+        return from_github_actions(branch, base, text, env, run)
+    if provider == "azure":
+        return from_azure_pipelines(branch, base, text, env, run, send)
+    return from_jenkins(branch, base, text, env, run, send)
+
+
 def open_release_pr(
     environment: str,
     version: str,
@@ -173,11 +186,4 @@ def open_release_pr(
 ) -> str:
     """Push the promotion commit to release/<env>-v<N> and open a PR; return the PR's URL."""
     branch = branch_name(environment, str(version))
-    base = env.get("RELEASE_BASE_BRANCH") or DEFAULT_BRANCH
-    text = title_and_body(environment, str(version), env)
-    provider = detect_provider(env)
-    if provider == "github":
-        return from_github_actions(branch, base, text, env, run)
-    if provider == "azure":
-        return from_azure_pipelines(branch, base, text, env, run, send)
-    return from_jenkins(branch, base, text, env, run, send)
+    return open_pull_request(branch, title_and_body(environment, str(version), env), env, run, send)
