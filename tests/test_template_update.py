@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_PACKAGE, DEFAULT_SLUG, TEMPLATE, VENV, make, run
+from servers import git_host_api
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 ENVIRONMENTS = ("staging", "production")
@@ -107,9 +108,18 @@ def team_and_release_commits(project: Path) -> dict[str, bytes]:
     return {pin: (project / pin).read_bytes() for pin in pins}
 
 
-def pipeline(project: Path, step: str, check: bool = True):
+def pipeline(project: Path, step: str, check: bool = True, **env: str):
     """One step of the template-update pipeline, as CI runs it."""
-    return run([str(VENV / "bin" / "python"), "-m", DEFAULT_PACKAGE, step], project, check=check)
+    return run([str(VENV / "bin" / "python"), "-m", DEFAULT_PACKAGE, step], project, check=check, **env)
+
+
+def with_origin(project: Path, folder: Path) -> Path:
+    """Give the product repo a bare repository as origin, holding its default branch."""
+    origin = folder / "origin.git"
+    git(folder, "init", "--quiet", "--bare", str(origin))
+    git(project, "remote", "add", "origin", str(origin))
+    git(project, "push", "--quiet", "origin", "main")
+    return origin
 
 
 def conflicted(project: Path) -> set[str]:
@@ -180,19 +190,44 @@ def test_a_real_conflict_fails_the_pipeline_and_nothing_is_committed(engine, tem
 def test_an_up_to_date_repo_gets_no_branch_and_no_pull_request(template, tmp_path, installed_project):
     # given a product repo on the newest release, with its origin a bare repository
     project = create("copier", template, tmp_path)
-    origin = tmp_path / "origin.git"
-    git(tmp_path, "init", "--quiet", "--bare", str(origin))
-    git(project, "remote", "add", "origin", str(origin))
-    git(project, "push", "--quiet", "origin", "main")
-    # when the scheduled pipeline runs both steps
+    origin = with_origin(project, tmp_path)
+    # when the scheduled pipeline runs its steps
     checked = pipeline(project, "template-update")
+    tested = make(project, "template-update-check")
     proposed = pipeline(project, "template-pull-request")
-    # then it says so, and nothing is branched, written or pushed
+    # then each says so, and nothing is branched, written or pushed
     assert checked.stdout.strip() == f"Template is up to date: v1.0.0 is the newest release of {template}."
+    assert tested.stdout.strip() == "No template update to check."
     assert proposed.stdout.strip() == "No template update to propose."
     assert git(project, "branch", "--format=%(refname:short)") == "main"
     assert git(origin, "branch", "--format=%(refname:short)") == "main"
     assert git(project, "status", "--porcelain") == ""
+
+
+def test_a_new_release_is_pushed_and_proposed_through_the_git_host_api(template, tmp_path, installed_project):
+    # given a product repo on v1.0.0 (a Jenkins job whose repo is on GitHub), and a template release v1.1.0
+    project = create("copier", template, tmp_path)
+    origin = with_origin(project, tmp_path)
+    release_v1_1(template)
+    pipeline(project, "template-update")
+    update = git(project, "rev-parse", "HEAD")
+    pull_request = {"html_url": "https://github.com/acme/demand-forecast/pull/31"}
+    with git_host_api(tmp_path, pull_request) as (api, certificate, requests):
+        jenkins = {"JENKINS_URL": "https://ci.example", "GIT_URL": "https://github.com/acme/demand-forecast.git"}
+        credential = {"GIT_USERNAME": "bot", "GIT_TOKEN": "t0ken", "GITHUB_API_URL": api}
+        # when the last step runs
+        proposed = pipeline(project, "template-pull-request", SSL_CERT_FILE=str(certificate), **jenkins, **credential)
+    # then the update commit is on the branch at origin, and one pull request asks to merge it
+    assert proposed.stdout.strip() == pull_request["html_url"]
+    assert git(origin, "rev-parse", "refs/heads/template-update/v1.1.0") == update
+    (request,) = requests
+    assert (request["method"], request["path"]) == ("POST", "/repos/acme/demand-forecast/pulls")
+    assert request["headers"]["Authorization"] == "Bearer t0ken"
+    body = request["body"]
+    assert (body["head"], body["base"]) == ("template-update/v1.1.0", "main")
+    assert body["title"] == "Update the template from v1.0.0 to v1.1.0"
+    assert "## v1.1.0" in body["body"] and "max_wape_regression" in body["body"]
+    assert not (project / "build/template-update/pull-request.json").exists()
 
 
 def test_the_migration_runs_once_and_leaves_a_renamed_key_alone(tmp_path):
