@@ -16,7 +16,7 @@ from pathlib import Path
 CI_FILES: dict[str, tuple[str, ...]] = {
     "github": (".github", "docs/ci-github.md"),
     "azure": ("azure-pipelines", "docs/ci-azure.md", "renovate.json"),
-    "jenkins": ("Jenkinsfile", "Jenkinsfile.template-update", "docs/ci-jenkins.md"),
+    "jenkins": ("Jenkinsfile", "Jenkinsfile.monitor", "Jenkinsfile.template-update", "docs/ci-jenkins.md"),
 }
 # Renovate keeps Azure and Jenkins repos current; GitHub repos use Dependabot under .github/.
 SHARED_BY = {"renovate.json": ("azure", "jenkins")}

@@ -66,7 +66,7 @@ def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
             "--python",
             sys.executable,
             "-e",
-            f"{project}[dev]",
+            f"{project}[dev,monitor]",
         ],
         check=True,
     )

@@ -105,6 +105,19 @@ CI_RELEASE = {
     "tests/test_release_pr.py",
 }
 
+# Closing the loop: batch forecasts (also a CronJob), monitoring with Evidently, the retraining trigger.
+PRODUCTION_LOOP = {
+    "config/monitor.toml",
+    "deploy/base/cronjob-forecast.yaml",
+    "src/{package}/forecast.py",
+    "src/{package}/monitor_config.py",
+    "src/{package}/monitoring.py",
+    "src/{package}/retrain_trigger.py",
+    "tests/test_forecast.py",
+    "tests/test_monitoring.py",
+    "tests/test_retrain_trigger.py",
+}
+
 # Template updates: the scheduled pipeline's steps (every provider).
 TEMPLATE_UPDATE = {
     "src/{package}/template_update.py",
@@ -126,6 +139,7 @@ BY_PROVIDER = {
         ".github/workflows/train.yml",
         ".github/workflows/rollback.yml",
         ".github/workflows/template-update.yml",
+        ".github/workflows/monitor.yml",
         "docs/ci-github.md",
     },
     "azure": {
@@ -133,12 +147,14 @@ BY_PROVIDER = {
         "azure-pipelines/train-release.yml",
         "azure-pipelines/rollback.yml",
         "azure-pipelines/template-update.yml",
+        "azure-pipelines/monitor.yml",
         "docs/ci-azure.md",
         "renovate.json",
     },
     "jenkins": {
         "Jenkinsfile",
         "Jenkinsfile.template-update",
+        "Jenkinsfile.monitor",
         "docs/ci-jenkins.md",
         "renovate.json",
     },
@@ -149,6 +165,16 @@ def expected_files(ci_provider: str, package: str) -> set[str]:
     """Files a render must contain, no more and no fewer."""
     return {
         path.format(package=package)
-        for group in (COMMON, ML_CORE, RELEASE, DEPLOY, CI_RELEASE, TEMPLATE_UPDATE, GUIDES, BY_PROVIDER[ci_provider])
+        for group in (
+            COMMON,
+            ML_CORE,
+            RELEASE,
+            DEPLOY,
+            CI_RELEASE,
+            PRODUCTION_LOOP,
+            TEMPLATE_UPDATE,
+            GUIDES,
+            BY_PROVIDER[ci_provider],
+        )
         for path in group
     }

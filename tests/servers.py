@@ -323,9 +323,10 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 @contextmanager
-def git_host_api(folder: Path, answer: dict) -> Iterator[tuple[str, Path, list[dict]]]:
-    """An HTTPS stand-in for a git host's REST API on 127.0.0.1: records each request (method, path, headers,
-    JSON body) and answers `answer`. Yields its base URL, the certificate to trust and the records."""
+def https_api(folder: Path, status: int = 201, answer: dict | None = None) -> Iterator[tuple[str, Path, list[dict]]]:
+    """An HTTPS stand-in for a provider's REST API (a git host, a CI system) on 127.0.0.1: records each request
+    (method, path, headers, body) and answers `status` with `answer` as JSON (no body when None). Yields its base
+    URL, the certificate to trust and the records."""
     import json
     import ssl
 
@@ -333,18 +334,14 @@ def git_host_api(folder: Path, answer: dict) -> Iterator[tuple[str, Path, list[d
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            records.append(
-                {
-                    "method": "POST",
-                    "path": self.path,
-                    "headers": dict(self.headers),
-                    "body": json.loads(body or b"null"),
-                }
-            )
-            payload = json.dumps(answer).encode()
-            self.send_response(201)
-            self.send_header("Content-Type", "application/json")
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            is_json = self.headers.get("Content-Type", "").startswith("application/json")
+            body = json.loads(raw or b"null") if is_json else raw.decode()
+            records.append({"method": "POST", "path": self.path, "headers": dict(self.headers), "body": body})
+            payload = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            if payload:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -32,9 +33,11 @@ PACKAGES = {
     "flux-production": "deploy/flux/production",
 }
 SERVING_KINDS = {"Namespace", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "NetworkPolicy"}
+# deploy/base: serving plus the weekly batch forecast (infra/backtest builds on the same base and leaves it out).
+BASE_KINDS = SERVING_KINDS | {"CronJob"}
 EXPECTED_KINDS = {
-    "staging": SERVING_KINDS,
-    "production": SERVING_KINDS,
+    "staging": BASE_KINDS,
+    "production": BASE_KINDS,
     "backtest": SERVING_KINDS | {"Job"},
     "flux-staging": {"GitRepository", "Kustomization"},
     "flux-production": {"GitRepository", "Kustomization"},
@@ -81,8 +84,14 @@ def write_docs(path: Path, docs: list[dict]) -> Path:
     return path
 
 
+def pod_template(doc: dict) -> dict:
+    """The pod template of a workload; a CronJob's sits inside its job template."""
+    spec = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    return spec["template"]
+
+
 def pod_specs(docs: list[dict]) -> list[dict]:
-    return [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] in {"Deployment", "Job"}]
+    return [pod_template(doc)["spec"] for doc in docs if doc["kind"] in {"Deployment", "Job", "CronJob"}]
 
 
 def containers(docs: list[dict]) -> list[dict]:
@@ -140,7 +149,7 @@ def test_builtin_kinds_pass_kubernetes_validate_strict(builtin_manifests):
     # when
     output = ok(validator("kubernetes-validate", "--strict", *files))
     # then every object was checked, none skipped for a missing schema
-    assert output.count(" passed for resource ") == expected == 6 + 6 + 8
+    assert output.count(" passed for resource ") == expected == 8 + 8 + 8
 
 
 def test_kubernetes_validate_rejects_an_unknown_field(built, tmp_path):
@@ -220,7 +229,7 @@ def test_checkov_fails_no_check_on_manifests_and_dockerfile(project, builtin_man
     assert result.returncode == 0
     # and the only skips are the justified ones, declared beside their reasons
     assert summaries["dockerfile"]["skipped"] == 0
-    assert summaries["kubernetes"]["skipped"] == 5
+    assert summaries["kubernetes"]["skipped"] == 7
 
 
 def test_checkov_skips_are_justified(built):
@@ -277,7 +286,7 @@ def test_the_pins_reach_the_serving_container(built, env):
     # given
     docs = built[env]
     config = one(docs, "ConfigMap")
-    (serving,) = containers(docs)
+    (serving,) = containers([one(docs, "Deployment")])
     # then the image is the pinned tag and the model.env values are the container's environment
     assert serving["image"] == f"{IMAGE}:unreleased"
     assert config["data"] == {"MODEL_NAME": f"{DEFAULT_SLUG}-model", "MODEL_VERSION": "unreleased"}
@@ -287,7 +296,7 @@ def test_the_pins_reach_the_serving_container(built, env):
 
 def test_no_image_is_latest_or_unpinned(project, built):
     images = [c["image"] for docs in built.values() for c in containers(docs)]
-    assert len(images) == 2 + 3
+    assert len(images) == 2 * 2 + 3
     assert all(re.fullmatch(rf"{IMAGE}:(unreleased|v\d+)(@sha256:[0-9a-f]{{64}})?", image) for image in images)
     (base_image,) = re.findall(r"^FROM (\S+)", (project / "docker" / "Dockerfile").read_text(), re.M)
     assert re.fullmatch(r"python:3\.1[12]\.\d+-slim-bookworm", base_image)
@@ -344,6 +353,66 @@ def test_every_process_that_serves_keeps_its_scratch_in_tmp_on_one_thread(built,
         assert env["BENTOML_HOME"].startswith("/tmp/"), container["name"]
         assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
         assert (env["OMP_NUM_THREADS"], env["BENTOML_DO_NOT_TRACK"]) == ("1", "true")
+
+
+# ---------------------------------------------------------------- the weekly batch forecast
+
+
+def forecast_container(docs: list[dict]) -> dict:
+    (container,) = pod_template(one(docs, "CronJob"))["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_forecast_cronjob_runs_the_package_cli_weekly_with_what_the_deployment_serves(built, env):
+    # given
+    docs = built[env]
+    cronjob = one(docs, "CronJob")
+    forecast = forecast_container(docs)
+    (serving,) = containers([one(docs, "Deployment")])
+    # then once a week, never two at a time, the image's own CLI forecasts ...
+    assert (cronjob["spec"]["schedule"], cronjob["spec"]["concurrencyPolicy"]) == ("0 5 * * 1", "Forbid")
+    assert pod_template(cronjob)["spec"]["restartPolicy"] == "Never"
+    assert forecast["command"] == ["python", "-m", "demand_forecast", "forecast"]
+    # ... from the serving image and the model version the Deployment gets, whatever the overlay pins
+    assert forecast["image"] == serving["image"] == f"{IMAGE}:unreleased"
+    model = {"configMapRef": {"name": one(docs, "ConfigMap")["metadata"]["name"]}}
+    assert model in forecast["envFrom"] and model in serving["envFrom"]
+    # ... reading DATA_URI and FORECAST_URI from the ConfigMap the platform team provides, and no Secret
+    assert {"configMapRef": {"name": "forecast-store"}} in forecast["envFrom"]
+    assert not [source for source in forecast["envFrom"] if "secretRef" in source]
+
+
+def test_one_promotion_pins_both_the_deployment_and_the_forecast_cronjob(project, tmp_path):
+    # given the production overlay as `make promote VERSION=7 ENV=production` leaves it (with a digest)
+    deploy = tmp_path / "deploy"
+    shutil.copytree(project / "deploy", deploy)
+    digest = "sha256:" + "ab" * 32
+    overlay = deploy / "production" / "kustomization.yaml"
+    overlay.write_text(overlay.read_text().replace('newTag: "unreleased"', f'newTag: "v7"\n    digest: {digest}'))
+    (deploy / "production" / "model.env").write_text(MODEL_ENV.replace("unreleased", "7"))
+    # when
+    docs = yaml.safe_load_all(ok(validator("kubectl", "kustomize", deploy / "production")))
+    docs = [doc for doc in docs if doc]
+    # then both workloads run the pinned image with the ConfigMap that says version 7
+    forecast, (serving,) = forecast_container(docs), containers([one(docs, "Deployment")])
+    assert forecast["image"] == serving["image"] == f"{IMAGE}:v7@{digest}"
+    config = one(docs, "ConfigMap")
+    assert config["data"]["MODEL_VERSION"] == "7"
+    assert {"configMapRef": {"name": config["metadata"]["name"]}} in forecast["envFrom"]
+
+
+def test_the_forecast_pods_take_no_ingress(built):
+    # given
+    docs = built["production"]
+    labels = pod_template(one(docs, "CronJob"))["metadata"]["labels"]
+    policies = [doc for doc in docs if doc["kind"] == "NetworkPolicy"]
+    (policy,) = [doc for doc in policies if doc["metadata"]["name"] == f"{DEFAULT_SLUG}-forecast"]
+    # then the policy selects exactly the forecast pods and allows no ingress at all
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == "forecast"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert "ingress" not in policy["spec"]
 
 
 # ---------------------------------------------------------------- the ephemeral back-test environment

@@ -33,10 +33,13 @@ TRAINING_TARGETS = ["data-test", "train", "candidate"]
 # environment, never as `VAR=value` on its command line, and no `$(...)` stitches commands together.
 BARE_MAKE = re.compile(r"^make(?: --silent)?((?: [a-z][a-z0-9-]*)+)$")
 # The only other make lines: capture the candidate version once (our CLI prints it, checked), and hand the
-# evidence report to the CI system's summary file.
+# evidence or monitoring report to the CI system's summary file.
 CAPTURED_MAKE = (
     re.compile(r'^version="\$\(make --silent (candidate)\)"$'),
-    re.compile(r'^make --silent (evidence) >>? "\$(?:GITHUB_STEP_SUMMARY|AGENT_TEMPDIRECTORY/evidence\.md)"$'),
+    re.compile(
+        r"^make --silent (evidence|monitor) >>? "
+        r'"\$(?:GITHUB_STEP_SUMMARY|AGENT_TEMPDIRECTORY/(?:evidence|monitor)\.md)"$'
+    ),
 )
 # Shell lines in CI steps that are plumbing, not stage logic: hand a value to the CI system, or write a
 # credential the CI secret store holds to the file a tool reads. Anything else must be a `make` call.
@@ -255,6 +258,108 @@ def test_template_updates_run_on_a_schedule_update_then_check_then_propose(
     assert SCHEDULED[provider] in path.read_text()
 
 
+MONITOR_FILES = {"github": "monitor.yml", "azure": "monitor.yml", "jenkins": "Jenkinsfile.monitor"}
+# The credential each monitoring pipeline hands `make monitor`: the retraining request (retrain_trigger.py)
+# calls the CI system's API with it.
+RETRAIN_CREDENTIAL = {
+    "github": re.compile(r"GITHUB_TOKEN: \$\{\{ github\.token \}\}"),
+    "azure": re.compile(r"SYSTEM_ACCESSTOKEN: \$\(System\.AccessToken\)"),
+    "jenkins": re.compile(
+        r"usernameVariable: 'JENKINS_USER', passwordVariable: 'JENKINS_API_TOKEN'\)\]\) \{\s*sh 'make monitor'"
+    ),
+}
+
+
+def monitor_report_kept(provider: str, path: Path) -> bool:
+    """Is the monitoring report published whatever the verdict (a breach fails the job: then it matters most)?"""
+    if provider == "jenkins":
+        reports = re.escape("archiveArtifacts artifacts: 'reports/monitor-v*.html, reports/monitor-v*.json'")
+        kept = r"post \{\s*always \{[^}]*" + reports
+        return re.search(kept, path.read_text()) is not None
+    steps = [node for node in walk(load(path)) if "uses" in node or "task" in node]
+    if provider == "github":
+        upload = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@")]
+        return any(
+            s.get("if") == "always()"
+            and {"reports/monitor-v*.html", "reports/monitor-v*.json"} <= set(s["with"]["path"].split())
+            for s in upload
+        )
+    publish = [s for s in steps if s.get("task") == "PublishPipelineArtifact@1"]
+    return any(s.get("condition") == "succeededOrFailed()" and s["inputs"]["targetPath"] == "reports" for s in publish)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_monitoring_runs_on_a_schedule_forecast_then_monitor_and_keeps_its_report(
+    projects: dict[str, Path], provider: str
+) -> None:
+    # given the provider's monitoring pipeline
+    project = projects[provider]
+    (path,) = [p for p in ci_files(provider, project) if p.name == MONITOR_FILES[provider]]
+    text = path.read_text()
+    # then it forecasts with production's version, then monitors it, on a weekly schedule
+    steps = [s for s in STEPS[provider](project) if s.file == MONITOR_FILES[provider]]
+    assert [t for step in steps for t in called_targets(step.script)] == ["install", "forecast", "monitor"]
+    assert SCHEDULED[provider] in text
+    assert re.search(r"ENV(: |\n\s+value: | = ')production", text), f"{path.name} must watch production"
+    # and `make monitor` can start training on a breach, and its report is kept even when the job fails
+    assert RETRAIN_CREDENTIAL[provider].search(text), f"{path.name} gives `make monitor` no CI credential"
+    assert monitor_report_kept(provider, path)
+
+
+def test_github_monitoring_reports_into_the_job_summary_and_only_it_may_dispatch(projects: dict[str, Path]) -> None:
+    workflow = load(projects["github"] / ".github" / "workflows" / "monitor.yml")
+    assert set(workflow[True]) == {"schedule", "workflow_dispatch"}
+    (job,) = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "read", "actions": "write"}
+    assert job["environment"] == "training"  # the tracking store's and data's secrets are scoped there
+    assert {job["env"][name] for name in ("DATA_URI", "FORECAST_URI")} == {
+        "${{ secrets.DATA_URI }}", "${{ secrets.FORECAST_URI }}"
+    }  # fmt: skip
+    assert 'make --silent monitor >> "$GITHUB_STEP_SUMMARY"' in [step.get("run") for step in job["steps"]]
+
+
+# How the training pipeline of each provider receives the reason it was started with: declared as an input,
+# handed to `make train` as the RETRAIN_REASON environment variable, and nowhere else.
+REASON_INPUT = {
+    "github": (".github/workflows/train.yml", "inputs.reason", "${{ inputs.reason }}"),
+    "azure": ("azure-pipelines/train-release.yml", "parameters.reason", "${{ parameters.reason }}"),
+}
+
+
+def training_env(provider: str, project: Path) -> dict[str, str]:
+    """The environment of the step (Azure) or job (GitHub) that runs `make train`."""
+    if provider == "github":
+        return load(project / ".github" / "workflows" / "train.yml")["jobs"]["train"]["env"]
+    stage = load(project / "azure-pipelines" / "train-release.yml")["stages"][0]
+    (step,) = [node for node in walk(stage) if node.get("script") == "make train"]
+    return step["env"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_training_takes_the_retrain_reason_as_data_in_its_environment_only(
+    projects: dict[str, Path], provider: str
+) -> None:
+    project = projects[provider]
+    # no step's script mentions the reason: it reaches `make train` through the environment alone
+    assert not [s for s in training_steps(provider, project) if "reason" in s.lower()]
+    if provider == "jenkins":
+        text = (project / "Jenkinsfile").read_text()
+        # a build parameter, which Jenkins exposes as an environment variable; never read in the file itself
+        assert re.search(r"string\(name: 'RETRAIN_REASON', defaultValue: '',", text)
+        assert "params.RETRAIN_REASON" not in text and "env.RETRAIN_REASON" not in text
+        return
+    file, reference, expression = REASON_INPUT[provider]
+    pipeline = project / file
+    assert training_env(provider, project)["RETRAIN_REASON"] == expression
+    assert pipeline.read_text().count(reference) == 1, f"{pipeline.name} uses the reason elsewhere"
+    if provider == "github":
+        dispatch = load(pipeline)[True]["workflow_dispatch"]
+        assert dispatch["inputs"]["reason"]["type"] == "string" and dispatch["inputs"]["reason"]["required"] is False
+    else:
+        (parameter,) = load(pipeline)["parameters"]
+        assert (parameter["name"], parameter["type"], parameter["default"].strip()) == ("reason", "string", "")
+
+
 # ---- GitHub Actions ------------------------------------------------------------------------------------
 
 
@@ -297,11 +402,15 @@ def test_github_release_order_and_gates(projects: dict[str, Path]) -> None:
     assert train["jobs"]["train"]["env"]["DATA_URI"] == "${{ secrets.DATA_URI }}"
     assert train["jobs"]["image"]["env"]["PUSH_IMAGE"] == "1"
     triggers = train[True]  # YAML 1.1 reads the key `on` as True
-    assert set(triggers) == {"push", "schedule"}
+    assert set(triggers) == {"push", "schedule", "workflow_dispatch"}  # dispatched by monitor.yml on a breach
     assert triggers["push"]["paths"]
     pr = load(projects["github"] / ".github" / "workflows" / "pr.yml")
     assert set(pr[True]) == {"pull_request"}
     assert rollback[True] == {"workflow_dispatch": None}, "rollback takes no inputs"
+
+
+# Only the monitoring job may start workflows: it dispatches train.yml on a breach.
+STARTS_WORKFLOWS = {("monitor.yml", "monitor")}
 
 
 def test_github_jobs_have_least_permissions(projects: dict[str, Path]) -> None:
@@ -312,7 +421,10 @@ def test_github_jobs_have_least_permissions(projects: dict[str, Path]) -> None:
             assert "permissions" in job, f"{path.name}: job {job_id} has no explicit permissions"
             assert "id-token" not in job["permissions"], f"{path.name}: {job_id} uses no OIDC"
             writes = {k for k, v in job["permissions"].items() if v == "write"}
-            assert writes <= {"contents", "pull-requests", "packages"}, f"{path.name}: {job_id} {writes}"
+            allowed = {"contents", "pull-requests", "packages"}
+            if (path.name, job_id) in STARTS_WORKFLOWS:
+                allowed = {"actions"}
+            assert writes <= allowed, f"{path.name}: {job_id} {writes}"
 
 
 def test_github_steps_are_pinned_and_free_of_injection(projects: dict[str, Path]) -> None:
@@ -384,7 +496,9 @@ def test_checkov_fails_no_github_actions_check(projects: dict[str, Path]) -> Non
 
 def test_azure_pipelines_match_the_schema(projects: dict[str, Path]) -> None:
     files = sorted((projects["azure"] / "azure-pipelines").glob("*.yml"))
-    assert [p.name for p in files] == ["pr.yml", "rollback.yml", "template-update.yml", "train-release.yml"]
+    assert [p.name for p in files] == [
+        "monitor.yml", "pr.yml", "rollback.yml", "template-update.yml", "train-release.yml"
+    ]  # fmt: skip
     # The vendored schema's patterns use escapes only Python's regex engine accepts.
     check_jsonschema(
         "--regex-variant",
@@ -444,7 +558,7 @@ def test_jenkinsfiles_parse_as_groovy(projects: dict[str, Path]) -> None:
         "for path in sys.argv[1:]:\n    parse_groovy_content(open(path).read())\n"
     )
     files = [str(path) for path in jenkins_files(projects["jenkins"])]
-    assert len(files) == 2, files
+    assert len(files) == 3, files
     result = subprocess.run([tool("python"), "-c", script, *files], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -476,7 +590,7 @@ def test_jenkins_release_order_and_input_gates(projects: dict[str, Path]) -> Non
     assert re.search(r"environment \{\s*PUSH_IMAGE = '1'\s*\}", stages["Image"])
 
 
-@pytest.mark.parametrize("name", ["Jenkinsfile", "Jenkinsfile.template-update"])
+@pytest.mark.parametrize("name", ["Jenkinsfile", "Jenkinsfile.template-update", "Jenkinsfile.monitor"])
 def test_jenkins_shell_steps_are_single_quoted_literals(projects: dict[str, Path], name: str) -> None:
     # Groovy interpolates "double-quoted" and triple-quoted strings before the shell sees them.
     text = re.sub(r"^\s*//.*$", "", (projects["jenkins"] / name).read_text(), flags=re.MULTILINE)
@@ -617,7 +731,7 @@ def evaluate(expression: str, outputs: dict[str, dict[str, str]], secrets: dict[
         return str(bool(secrets.get(match.group(1)))).lower()
     if match := re.fullmatch(r"secrets\.(\w+)", expression):
         return secrets.get(match.group(1), "")
-    if expression.startswith(("github.", "runner.")):
+    if expression.startswith(("github.", "runner.", "inputs.")):  # a push carries no dispatch inputs
         return ""
     raise AssertionError(f"the local runner does not know the expression {expression!r}")
 

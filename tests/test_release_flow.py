@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,9 +18,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+import yaml
 
-from conftest import make, render, use_rendered_package
+from conftest import DEFAULT_PACKAGE, VENV, make, render, run, tool, use_rendered_package
 from scoring import post_raw, post_rows, predict_in_process, read_rows
+from servers import https_api
 
 pytestmark = pytest.mark.e2e
 
@@ -256,3 +259,133 @@ def test_the_evidence_page_renders_as_a_page_not_a_blank(evidence, tmp_path):
     assert colours is not None and len(colours) > 50, "the screenshot is blank or nearly so"
     passed_banner = next((count for count, colour in colours if colour == (0xE3, 0xF4, 0xE8)), 0)
     assert passed_banner > 5000, "no green PASSED banner in view"
+
+
+# ---- closing the loop: forecasts, monitoring and the retraining trigger, on what production runs (v1) ------
+
+GITHUB_CI = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/demand-forecast", "GITHUB_TOKEN": "t0ken"}
+DISPATCH = "/repos/acme/demand-forecast/actions/workflows/train.yml/dispatches"
+
+
+def weeks_later(frame, weeks: int):
+    """The same sales history, `weeks` newer (same generator and seed): the extraction once actuals arrived."""
+    import pandas as pd
+    from demand_forecast.data import generate_sales
+
+    newest = frame["week_start"].max() + pd.Timedelta(weeks=weeks)
+    return generate_sales(newest.date())
+
+
+def shifted(frame, since, rng):
+    """Prices up 30 % and promotions on half the weeks for half the stores since `since`; actuals after it at 40 %."""
+    recent = frame["week_start"] >= since
+    moved = recent & frame["store_id"].isin(["S01", "S02", "S03", "S04"])
+    frame.loc[moved, "price"] = (frame.loc[moved, "price"] * 1.3).round(2)
+    frame.loc[moved, "promo"] = (rng.random(int(moved.sum())) < 0.5).astype("int64")
+    frame.loc[recent, "units_sold"] = (frame.loc[recent, "units_sold"] * 0.4).round().astype("int64")
+    return frame
+
+
+def monitor(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`make monitor ENV=production`'s command itself: make exits 2 on any failing recipe (and names the
+    command's status in its "Error N" line), so the 0 / 3 / 2 verdict is read from the command."""
+    return run(
+        [str(VENV / "bin" / "python"), "-m", DEFAULT_PACKAGE, "monitor"], project, False, ENV="production", **env
+    )
+
+
+@pytest.fixture(scope="module")
+def monitored(demo, tmp_path_factory):
+    """Forecast with production's version, let four weeks of actuals arrive, monitor as a GitHub job would
+    (unchanged data), then again after the market moved and the model decayed."""
+    import numpy as np
+    import pandas as pd
+
+    project, _ = demo
+    use_rendered_package(project)
+    data_uri = project / "data" / "raw" / "sales.parquet"
+    forecasted = make(project, "forecast", ENV="production")
+    history = pd.read_parquet(data_uri)
+    forecast_from = history["week_start"].max() + pd.Timedelta(weeks=1)
+    weeks_later(history, 4).to_parquet(data_uri, index=False)
+    results = {}
+    with https_api(tmp_path_factory.mktemp("ci-api"), 204) as (api, certificate, requests):
+        ci = {**GITHUB_CI, "GITHUB_API_URL": api, "SSL_CERT_FILE": str(certificate)}
+        results["unchanged"] = monitor(project, **ci)
+        requests_when_healthy = list(requests)
+        moved = shifted(pd.read_parquet(data_uri), forecast_from - pd.Timedelta(weeks=4), np.random.default_rng(3))
+        moved.to_parquet(data_uri, index=False)
+        results["shifted"] = monitor(project, **ci)
+    return project, forecasted, results, requests_when_healthy, requests
+
+
+def test_the_forecast_covers_every_series_for_the_horizon_with_production_s_version(monitored):
+    import pandas as pd
+
+    project, forecasted, *_ = monitored
+    (written,) = (project / "data" / "forecasts").glob("*.parquet")
+    forecasts = pd.read_parquet(written)
+    assert set(forecasts.columns) >= {"store_id", "category", "week_start", "forecast", "model_version", "generated_at"}
+    assert len(forecasts) == 8 * 5 * 8  # stores x categories x horizon_weeks (config/monitor.toml)
+    assert set(forecasts["model_version"].astype(str)) == {"1"}
+    assert "of version 1" in forecasted.stdout
+
+
+def test_unchanged_data_is_healthy_and_triggers_nothing(monitored):
+    _, _, results, requests_when_healthy, _ = monitored
+    assert results["unchanged"].returncode == 0, results["unchanged"].stdout + results["unchanged"].stderr
+    assert results["unchanged"].stdout.strip().splitlines()[-1] == "Verdict: healthy"
+    assert requests_when_healthy == []
+
+
+def test_drift_and_decay_breach_name_the_features_and_the_wape_and_trigger_training_once(monitored):
+    project, _, results, _, requests = monitored
+    result = results["shifted"]
+    assert result.returncode == 3, result.stdout + result.stderr
+    verdict = [line for line in result.stdout.splitlines() if line.startswith("Verdict: breach")]
+    assert verdict and "price" in verdict[0] and "promo" in verdict[0] and "WAPE" in verdict[0], result.stdout
+    assert (project / "reports" / "monitor-v1.html").stat().st_size > 10_000
+    summary = json.loads((project / "reports" / "monitor-v1.json").read_text())
+    assert summary["version"] == "1"
+    (request,) = requests
+    assert (request["method"], request["path"]) == ("POST", DISPATCH)
+    assert request["headers"]["Authorization"] == "Bearer t0ken"
+    assert request["body"]["ref"] == "main"
+    assert request["body"]["inputs"]["reason"] == verdict[0].removeprefix("Verdict: breach — ")
+
+
+def test_the_forecast_cronjob_is_pinned_by_promotion_and_moves_with_the_rollback(demo, tmp_path):
+    # given the demo's history: v3 promoted to production, then rolled back to v1
+    project, _ = demo
+    promoted = subprocess.run(
+        ["git", "log", "-1", "--format=%H", "--grep=Promote demand-forecast-model v3 to production"],
+        cwd=project, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # when production is built at the promotion and now
+    at_promotion = tmp_path / "at-promotion"
+    subprocess.run(["git", "worktree", "add", "--quiet", str(at_promotion), promoted], cwd=project, check=True)
+    try:
+        pins = {"promotion": cronjob_pins(at_promotion), "rollback": cronjob_pins(project)}
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(at_promotion)], cwd=project, check=True)
+    # then the CronJob runs the image and model version the Deployment runs, at each commit
+    assert pins == {"promotion": ("v3", "3", "v3", "3"), "rollback": ("v1", "1", "v1", "1")}
+
+
+def cronjob_pins(project: Path) -> tuple[str, str, str, str]:
+    """(image tag, MODEL_VERSION) of the production Deployment and of the forecast CronJob, as kustomize builds."""
+    built = subprocess.run(
+        [tool("kubectl"), "kustomize", str(project / "deploy" / "production")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    docs = [doc for doc in yaml.safe_load_all(built) if doc]
+    model = next(doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("model"))
+    version = model["data"]["MODEL_VERSION"]
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment")["spec"]["template"]["spec"]
+    cronjob = next(doc for doc in docs if doc["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    tags = [spec["containers"][0]["image"].rpartition(":")[2] for spec in (deployment, cronjob)]
+    uses_model = [model["metadata"]["name"] in yaml.safe_dump(spec) for spec in (deployment, cronjob)]
+    assert all(uses_model), "both must read MODEL_VERSION from the pinned model ConfigMap"
+    return tags[0], version, tags[1], version

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEFAULT_PACKAGE, DEFAULT_SLUG, TEMPLATE, VENV, make, run
-from servers import git_host_api
+from servers import https_api
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
 ENVIRONMENTS = ("staging", "production")
@@ -212,7 +212,7 @@ def test_a_new_release_is_pushed_and_proposed_through_the_git_host_api(template,
     pipeline(project, "template-update")
     update = git(project, "rev-parse", "HEAD")
     pull_request = {"html_url": "https://github.com/acme/demand-forecast/pull/31"}
-    with git_host_api(tmp_path, pull_request) as (api, certificate, requests):
+    with https_api(tmp_path, 201, pull_request) as (api, certificate, requests):
         jenkins = {"JENKINS_URL": "https://ci.example", "GIT_URL": "https://github.com/acme/demand-forecast.git"}
         credential = {"GIT_USERNAME": "bot", "GIT_TOKEN": "t0ken", "GITHUB_API_URL": api}
         # when the last step runs

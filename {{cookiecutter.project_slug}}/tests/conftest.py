@@ -17,7 +17,8 @@ TODAY = date(2026, 3, 18)
 # Set by CI systems (and by make from its command line): tests set their own, so CI runs them like a laptop.
 CALLER_VARIABLES = (
     "GITHUB_ACTIONS", "TF_BUILD", "JENKINS_URL", "RELEASE_ENVIRONMENT", "APPROVED_BY", "DATA_URI",
-    "VERSION", "ENV", "APPROVER", "CONFIG", "PORT", "TRAINED_BY", "CI_RUN_URL",
+    "VERSION", "ENV", "APPROVER", "CONFIG", "PORT", "TRAINED_BY", "CI_RUN_URL", "RETRAIN_REASON",
+    "MODEL_VERSION", "MODEL_DIR", "FORECAST_URI",
 )  # fmt: skip
 
 

@@ -222,6 +222,23 @@ def test_hostile_recorded_values_are_shown_as_text_never_as_markup_or_links(clie
     assert "\\[click\\]" in markdown and "\\| injected cell" in markdown
 
 
+def test_a_version_monitoring_asked_for_says_why_it_was_retrained(client, settings, capsys):
+    # given a version monitoring asked for, with markup in its reason, and one trained on schedule
+    reason = "drift in price | <b>promo</b> [x](https://evil.example) WAPE 0.41"
+    asked = new_version(client, settings, tags={**TAGS, registry.RETRAIN_REASON: reason}, backtest=record())
+    scheduled = new_version(client, settings)
+    # when their evidence is written
+    markdown, page, _ = write(client, settings, asked, capsys)
+    plain_markdown, plain_page, _ = write(client, settings, scheduled, capsys)
+    # then the reason is a line of the report, as text
+    escaped = r"drift in price \| &lt;b&gt;promo&lt;/b&gt; \[x\](https://evil.example) WAPE 0.41"
+    assert f"| Retrained because | {escaped} |" in markdown
+    assert f"Retrained because {reason}" in " ".join(visible_text(page).split())
+    assert "<b>promo" not in page
+    # and a version nobody asked for has no such line
+    assert "Retrained because" not in plain_markdown + plain_page
+
+
 def test_the_page_needs_nothing_from_the_network_and_runs_nothing(client, settings, capsys):
     version = new_version(client, settings, tags={**TAGS, **HOSTILE}, backtest=record())
     _, page, _ = write(client, settings, version, capsys)

@@ -18,6 +18,7 @@ from {{ cookiecutter.package_name }}.train import (
     DEFAULT_CONFIG,
     TrainConfig,
     fit_and_evaluate,
+    retrain_evidence,
     time_split,
 )
 
@@ -126,3 +127,19 @@ def test_code_is_traceable_only_from_a_clean_commit(tmp_path, monkeypatch):
     subprocess.run([*git, "commit", "-qm", "ignore the store"], check=True)
     (tmp_path / "mlflow.db").write_text("")
     assert not provenance.git_dirty()
+
+
+def test_training_records_why_monitoring_asked_for_it_as_one_short_line():
+    # given the reason the training pipeline was started with: a newline, a terminal escape, far too long
+    env = {"RETRAIN_REASON": "drift in price\n\x1b[2J" + "x" * 500}
+    # when training assembles the evidence it registers the version with
+    evidence = retrain_evidence(env)
+    # then the reason is there under the registry's key, as one bounded, printable line
+    (reason,) = evidence.values()
+    assert list(evidence) == [registry.RETRAIN_REASON]
+    assert reason.startswith("drift in price [2Jxxx") and len(reason) == 300 and reason.isprintable()
+
+
+@pytest.mark.parametrize("env", [{}, {"RETRAIN_REASON": " \n "}])
+def test_training_on_a_push_or_the_schedule_records_no_reason(env):
+    assert retrain_evidence(env) == {}

@@ -8,6 +8,7 @@ mix scripts (a Cyrillic letter inside a Latin name: a look-alike) are refused. S
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import re
@@ -22,6 +23,7 @@ ENVIRONMENT_VARIABLE = "RELEASE_ENVIRONMENT"
 # Jenkins: the `input` step's submitterParameter stores the approving user id in this variable.
 JENKINS_APPROVER_VARIABLE = "APPROVED_BY"
 TIMEOUT_SECONDS = 30
+AZURE_API_VERSION = "7.1"  # of every Azure DevOps REST call (approvals, pull requests, pipeline runs)
 # Who started a run, per provider: the trainer of what the run registers. Jenkins needs the build-user-vars
 # plugin (`wrap([$class: 'BuildUser'])`) for BUILD_USER_ID.
 TRAINER_VARIABLES = {"github": "GITHUB_ACTOR", "azure": "BUILD_REQUESTEDFOREMAIL", "jenkins": "BUILD_USER_ID"}
@@ -39,7 +41,8 @@ class ApprovalError(Exception):
 
 
 def send_json(method: str, url: str, headers: Mapping[str, str], body: Any = None) -> Any:
-    """Call a JSON HTTPS API and return the answer: the one network boundary (release_pr uses it too)."""
+    """Call a JSON HTTPS API and return the answer, None when it has no body (GitHub's 204, Jenkins' 201):
+    the one network boundary (release_pr and retrain_trigger use it too)."""
     if not url.startswith("https://"):
         raise ApprovalError(f"refusing to call a CI or git host API over a non-HTTPS URL: {url}")
     data = None if body is None else json.dumps(body).encode()
@@ -49,9 +52,24 @@ def send_json(method: str, url: str, headers: Mapping[str, str], body: Any = Non
     try:
         # The scheme is checked above: only HTTPS reaches urlopen.
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # nosec B310 # https only
-            return json.load(response)
+            payload = response.read()
+        return json.loads(payload) if payload.strip() else None
     except (OSError, ValueError) as error:
         raise ApprovalError(f"{method} {url} failed: {error}") from error
+
+
+def github_headers(token: str) -> dict[str, str]:
+    """The headers GitHub's REST API documents for a token's calls."""
+    return {
+        "Accept": "application/vnd.github+json",
+        "Authorization": f"Bearer {token}",
+        "X-GitHub-Api-Version": "2022-11-28",
+    }
+
+
+def basic_auth(user: str, token: str) -> str:
+    """An HTTP basic Authorization value (git hosts' and Jenkins' user + API token)."""
+    return "Basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
 
 
 def fetch_json(url: str, headers: Mapping[str, str]) -> Any:
@@ -102,12 +120,7 @@ def github_approver(env: Mapping[str, str], fetch: Fetch) -> str:
     repository, run_id, token = require(env, "GITHUB_REPOSITORY", "GITHUB_RUN_ID", "GITHUB_TOKEN")
     api = env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
     url = f"{api}/repos/{repository}/actions/runs/{run_id}/approvals"
-    headers = {
-        "Accept": "application/vnd.github+json",
-        "Authorization": f"Bearer {token}",
-        "X-GitHub-Api-Version": "2022-11-28",
-    }
-    approvals = fetch(url, headers)
+    approvals = fetch(url, github_headers(token))
     logins = [
         approval["user"]["login"]
         for approval in approvals
@@ -128,7 +141,9 @@ def azure_approver(env: Mapping[str, str], fetch: Fetch) -> str:
     collection, project, build_id, token = require(
         env, "SYSTEM_COLLECTIONURI", "SYSTEM_TEAMPROJECT", "BUILD_BUILDID", "SYSTEM_ACCESSTOKEN"
     )
-    query = urllib.parse.urlencode({"$expand": "steps", "state": "approved", "api-version": "7.1"})
+    query = urllib.parse.urlencode(
+        {"$expand": "steps", "state": "approved", "api-version": AZURE_API_VERSION}
+    )
     url = f"{collection.rstrip('/')}/{urllib.parse.quote(project)}/_apis/pipelines/approvals?{query}"
     approvals = fetch(url, {"Accept": "application/json", "Authorization": f"Bearer {token}"})
     ours = [

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from {{ cookiecutter.package_name }} import __version__, inputs
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.settings import Settings, variable
 
 
 def show_settings(settings: Settings, args: argparse.Namespace) -> int:
@@ -165,6 +165,22 @@ def release_pr(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def forecast(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.forecast import run_forecast
+
+    version = inputs.version(args.version, required=False)
+    given = args.env if args.env is not None else variable("ENV")  # neither: MODEL_VERSION (the CronJob)
+    environment = None if version is not None or given is None else inputs.environment(given)
+    run_forecast(settings, environment=environment, version=version)
+    return 0
+
+
+def monitor(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.monitoring import run_monitor
+
+    return run_monitor(settings, inputs.environment(args.env))
+
+
 def template_update(settings: Settings, args: argparse.Namespace) -> int:
     from {{ cookiecutter.package_name }}.template_update import update
 
@@ -276,6 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     release_pr_parser.add_argument("--env", help="staging or production (default: $ENV)")
     release_pr_parser.add_argument("--version", help="must be what deploy/<env>/ pins (default: it)")
     command("release-demo", release_demo, "run the whole local release flow and print a summary")
+    forecast_parser = command(
+        "forecast",
+        forecast,
+        "forecast the next horizon_weeks of every series with the version an environment runs",
+        "make forecast ENV=staging|production (or VERSION=N)",
+    )
+    forecast_parser.add_argument("--env", help="staging or production: the version deploy/<env>/ pins")
+    forecast_parser.add_argument("--version", help="a registry version instead of an environment's")
+    command(
+        "monitor",
+        monitor,
+        "check drift and realised accuracy of the version an environment runs (exit 3 on a breach)",
+        "make monitor ENV=production",
+    ).add_argument("--env", help="staging or production (default: $ENV)")
     command(
         "template-update",
         template_update,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, window_plot
+from {{ cookiecutter.package_name }}.registry import RETRAIN_REASON
 
 NOT_RECORDED = "not recorded"
 NEVER_PROMOTED = "Never promoted: no approval is recorded for this version yet."
@@ -105,6 +106,12 @@ def latest_approval(evidence: Evidence) -> str:
     )
 
 
+def _retrain_fact(evidence: Evidence) -> list[Fact]:
+    """Why monitoring asked for this version, when it did (a version trained on schedule has no reason)."""
+    reason = evidence.tags.get(RETRAIN_REASON, "").strip()
+    return [Fact("Retrained because", reason)] if reason else []
+
+
 def facts(evidence: Evidence) -> list[Fact]:
     """The report's summary lines, in the order a reviewer reads them."""
     record, run_url = evidence.backtest, evidence.tags.get("ci_run_url", "")
@@ -128,6 +135,7 @@ def facts(evidence: Evidence) -> list[Fact]:
         Fact("Commit", _commit(evidence)),
         ci_run,
         Fact("Trained by", evidence.tag("trained_by")),
+        *_retrain_fact(evidence),
         Fact("Serving image", f"{evidence.tag('image')} {evidence.tags.get('image_digest', '')}".strip()),
         Fact("Latest approval", latest_approval(evidence)),
     ]

@@ -49,6 +49,10 @@ BACKTEST_EVIDENCE = (
     "backtest_at",
     "backtest_verdict",
 )
+# Why a version was trained, when monitoring asked for it (the CI trigger passes it; train.py records it).
+RETRAIN_REASON = "retrain_reason"
+# Written by `make monitor` on the version it watched: the newest verdict, why, and where its report is.
+MONITORING_EVIDENCE = ("monitor_at", "monitor_verdict", "monitor_reason", "monitor_report")
 VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
 # Registered-model tags: one entry per release, never overwritten; one marker per release in flight.
 HISTORY_PREFIX = "release_history."

@@ -9,7 +9,6 @@ missing fails closed with a message naming it.
 
 from __future__ import annotations
 
-import base64
 import re
 import shutil
 
@@ -18,10 +17,17 @@ import subprocess  # nosec B404 # git and gh with argument lists, no shell
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
-from {{ cookiecutter.package_name }}.ci import ApprovalError, Send, detect_provider, require, send_json
+from {{ cookiecutter.package_name }}.ci import (
+    AZURE_API_VERSION,
+    ApprovalError,
+    Send,
+    basic_auth,
+    detect_provider,
+    github_headers,
+    require,
+    send_json,
+)
 from {{ cookiecutter.package_name }}.gitops import DEFAULT_BRANCH
-
-AZURE_API_VERSION = "7.1"
 
 Run = Callable[[Sequence[str], Mapping[str, str]], str]
 
@@ -75,10 +81,6 @@ def with_auth_header(env: Mapping[str, str], header: str) -> dict[str, str]:
     }
 
 
-def basic(user: str, token: str) -> str:
-    return "basic " + base64.b64encode(f"{user}:{token}".encode()).decode()
-
-
 def push(branch: str, env: Mapping[str, str], header: str, run: Run) -> None:
     """Push the promotion commit (HEAD) to the release branch on origin."""
     run(["git", "push", "origin", f"HEAD:refs/heads/{branch}"], with_auth_header(env, header))
@@ -91,7 +93,7 @@ def github_pr(
     answer = send(
         "POST",
         f"{api.rstrip('/')}/repos/{repository}/pulls",
-        {"Accept": "application/vnd.github+json", "Authorization": f"Bearer {token}"},
+        github_headers(token),
         {"title": text[0], "body": text[1], "head": branch, "base": base},
     )
     return answer["html_url"]
@@ -118,7 +120,7 @@ def from_github_actions(
     branch: str, base: str, text: tuple[str, str], env: Mapping[str, str], run: Run
 ) -> str:
     (token,) = require(env, "GH_TOKEN")
-    push(branch, env, basic("x-access-token", token), run)
+    push(branch, env, basic_auth("x-access-token", token), run)
     return run(
         ["gh", "pr", "create", "--base", base, "--head", branch, "--title", text[0], "--body", text[1]], env
     )
@@ -146,7 +148,7 @@ def from_jenkins(
     branch: str, base: str, text: tuple[str, str], env: Mapping[str, str], run: Run, send: Send
 ) -> str:
     remote, user, token = require(env, "GIT_URL", "GIT_USERNAME", "GIT_TOKEN")
-    header = basic(user, token)
+    header = basic_auth(user, token)
     github = GITHUB_REMOTE.search(remote)
     azure = AZURE_REMOTE.search(remote)
     if github is None and azure is None:

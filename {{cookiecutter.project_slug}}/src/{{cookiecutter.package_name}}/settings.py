@@ -45,6 +45,7 @@ class Settings:
     tracking_uri: str
     model_name: str
     data_uri: str
+    forecast_uri: str  # folder (any fsspec URL) that batch forecasts are written to and monitoring reads
     snapshot_dir: Path
     reports_dir: Path
     deploy_dir: Path
@@ -58,6 +59,7 @@ class Settings:
             tracking_uri=variable("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
             model_name=variable("MODEL_NAME") or DEFAULT_MODEL_NAME,
             data_uri=variable("DATA_URI") or "data/raw/sales.parquet",
+            forecast_uri=variable("FORECAST_URI") or "data/forecasts",
             snapshot_dir=Path(variable("SNAPSHOT_DIR") or "data/snapshots"),
             reports_dir=Path(variable("REPORTS_DIR") or "reports"),
             deploy_dir=Path(variable("DEPLOY_DIR") or "deploy"),
@@ -72,6 +74,7 @@ class Settings:
             tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
             model_name=model_name,
             data_uri=str(root / "data" / "sales.parquet"),
+            forecast_uri=str(root / "forecasts"),
             snapshot_dir=root / "snapshots",
             reports_dir=root / "reports",
             deploy_dir=root / "deploy",

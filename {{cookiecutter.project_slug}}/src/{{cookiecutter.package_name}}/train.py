@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from {{ cookiecutter.package_name }}.evaluate import (
 )
 from {{ cookiecutter.package_name }}.evidence import DATA_DOCS_ARTIFACT_DIR, GATE_SUMMARY_ARTIFACT
 from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.retrain_trigger import REASON_VARIABLE, clean_reason
 from {{ cookiecutter.package_name }}.settings import Settings, variable
 from {{ cookiecutter.package_name }}.snapshot import SNAPSHOT_ARTIFACT_DIR, fingerprint, save_snapshot
 from {{ cookiecutter.package_name }}.validation import SUITE_NAME, ValidationReport, asset_name, validate_sales
@@ -172,6 +174,12 @@ def _log_run(
     )
 
 
+def retrain_evidence(env: Mapping[str, str]) -> dict[str, str]:
+    """Why this version was trained, when monitoring asked for it (RETRAIN_REASON); nothing otherwise."""
+    reason = clean_reason(env.get(REASON_VARIABLE, ""))
+    return {registry.RETRAIN_REASON: reason} if reason else {}
+
+
 def end_stale_runs(client: Any, experiment_id: str) -> None:
     """A training that died left its run RUNNING: mark it KILLED before a new one starts."""
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
@@ -246,6 +254,7 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
             "trained_by": trained_by,
             "ci_run_url": ci.ci_run_url(os.environ),
             "config": str(config_path),
+            **retrain_evidence(os.environ),
         }
         version = registry.register_version(
             client, settings.model_name, model_info, run.info.run_id, evidence
