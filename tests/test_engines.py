@@ -20,9 +20,11 @@ ANSWERS_FILE = COPIER_CONFIG["_answers_file"]
 
 
 def copier_copy(destination: Path, *options: str, check: bool = True, **answers: str):
-    """`copier copy` of the template's working tree with defaults plus `answers`."""
+    """`copier copy` of the template's working tree with defaults plus `answers` (HEAD and uncommitted changes:
+    without --vcs-ref, copier would copy the newest release tag)."""
     data = [f"--data={field}={value}" for field, value in answers.items()]
-    args = [COPIER, "copy", "--trust", "--defaults", "--quiet", *options, *data, str(TEMPLATE), str(destination)]
+    args = [COPIER, "copy", "--trust", "--defaults", "--quiet", "--vcs-ref", "HEAD", *options, *data]
+    args += [str(TEMPLATE), str(destination)]
     return run(args, destination.parent, check=check)
 
 

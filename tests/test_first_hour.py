@@ -79,7 +79,16 @@ def test_help_lists_the_targets_by_section(newcomer):
     project, _ = newcomer
     shown = re.sub(r"\x1b\[[0-9;]*m", "", sh(project, ["make", "help"]).stdout)
     headers = [line.split(" (")[0] for line in shown.splitlines() if line and not line.startswith(" ")]
-    assert headers == ["Setup", "Checks", "Data and training", "Release", "Benchmarks", "Local flow"]
+    assert headers == [
+        "Setup",
+        "Checks",
+        "Data and training",
+        "Release",
+        "Production",
+        "Template updates",
+        "Benchmarks",
+        "Local flow",
+    ]
     assert "  versions " in shown
 
 

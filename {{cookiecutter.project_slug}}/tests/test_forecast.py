@@ -196,7 +196,7 @@ def test_an_environment_without_a_release_is_refused_in_one_line(settings, monke
     error = capsys.readouterr().err
     assert code == 2
     assert error.count("\n") == 1
-    assert "production/ pins 'unreleased'" in error
+    assert "production/ pins no version yet ('unreleased')" in error
     assert "make promote VERSION=N ENV=production" in error
     assert not Path(settings.forecast_uri).exists()
 

@@ -32,7 +32,6 @@ DTYPES = {
     "generated_at": "datetime64[us, UTC]",  # as written: microseconds, like the file names
 }
 FILE_PREFIX = "forecast-"
-UNRELEASED = "unreleased"  # what model.env says before the first promotion
 DECIMALS = 1  # a tenth of a unit: finer is noise for weekly unit counts, coarser would bias small series
 FUTURE_INPUTS = [column for column in SALES_COLUMNS if column != TARGET]  # what the model reads, as served
 
@@ -99,18 +98,16 @@ def resolve_version(settings: Settings, environment: str | None, version: str | 
         return _checked(version, "VERSION")
     if environment is not None:
         try:
-            pinned = gitops.read_pins(settings.deploy_dir / environment).model_version
+            return gitops.running_version(settings.deploy_dir / environment)
         except gitops.PinError as error:
             raise InputError(str(error)) from None
-        where = f"{settings.deploy_dir / environment}/ pins"
-        fix = f"`make promote VERSION=N ENV={environment}`"
-    else:
-        pinned = variable("MODEL_VERSION")
-        if pinned is None:
-            raise MissingInput("ENV or VERSION")
-        where, fix = "MODEL_VERSION is", "promotion sets it"
-    if pinned == UNRELEASED:
-        raise InputError(f"{where} {UNRELEASED!r}: no version to forecast with; promote one first ({fix})")
+    pinned = variable("MODEL_VERSION")
+    if pinned is None:
+        raise MissingInput("ENV or VERSION")
+    if pinned == gitops.UNRELEASED:
+        raise InputError(
+            f"MODEL_VERSION is {gitops.UNRELEASED!r}: no version to forecast with; promotion sets it"
+        )
     return _checked(pinned, "MODEL_VERSION")
 
 

@@ -14,9 +14,12 @@ import subprocess  # nosec B404 # git with fixed argument lists, no shell
 from dataclasses import dataclass
 from pathlib import Path
 
+from {{ cookiecutter.package_name }} import registry
+
 NEW_TAG = re.compile(r'^(?P<indent>[ \t]*)newTag:[ \t]*"?(?P<tag>[^"\s]+)"?[ \t]*$', re.MULTILINE)
 DIGEST = re.compile(r"^[ \t]*digest:[ \t]*\S+[ \t]*\n", re.MULTILINE)
 MODEL_VERSION = re.compile(r"^MODEL_VERSION=(?P<version>.*)$", re.MULTILINE)
+UNRELEASED = "unreleased"  # what model.env pins before an environment's first promotion
 # The branch Flux reconciles and release pull requests target.
 DEFAULT_BRANCH = "{{ cookiecutter.default_branch }}"
 
@@ -50,6 +53,20 @@ def read_pins(env_dir: Path) -> Pins:
     if len(tags) != 1 or len(versions) != 1:
         raise PinError(f"{env_dir}: expected exactly one `newTag:` and one `MODEL_VERSION=` line to pin")
     return Pins(image_tag=tags[0][1], model_version=versions[0])
+
+
+def running_version(env_dir: Path) -> str:
+    """The registry version an environment runs, according to git; PinError when it runs none yet."""
+    pinned = read_pins(env_dir).model_version
+    if pinned == UNRELEASED:
+        raise PinError(
+            f"{env_dir}/ pins no version yet ({UNRELEASED!r}): promote one first"
+            f" (`make promote VERSION=N ENV={env_dir.name}`)"
+        )
+    try:
+        return registry.parse_version(pinned, "MODEL_VERSION")
+    except registry.RegistryError as error:
+        raise PinError(f"{env_dir}/model.env: {error}") from None
 
 
 def pinned_contents(env_dir: Path, version: str, digest: str | None) -> dict[Path, str]:

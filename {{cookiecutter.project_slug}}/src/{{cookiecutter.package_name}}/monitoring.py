@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 EXIT_HEALTHY = 0
 EXIT_BREACH = 3
 ARTIFACT_DIR = "monitoring"  # on the version's run, beside its training and back-test artefacts
-UNRELEASED = "unreleased"  # what deploy/<env>/model.env says before the first promotion
 # Evidently's documented switches for its usage telemetry (evidently.telemetry, and its legacy config), set
 # before it is imported: a monitoring job sends nothing anywhere but MLflow.
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "EVIDENTLY_DISABLE_TELEMETRY": "1"}
@@ -89,18 +88,9 @@ class Verdict:
 def watched_version(settings: Settings, environment: str) -> str:
     """The version deploy/<environment>/ pins: what that environment runs."""
     try:
-        pinned = gitops.read_pins(settings.deploy_dir / environment).model_version
+        return gitops.running_version(settings.deploy_dir / environment)
     except gitops.PinError as error:
         raise InputError(str(error)) from None
-    if pinned == UNRELEASED:
-        raise InputError(
-            f"{settings.deploy_dir / environment}/ pins no version yet ({UNRELEASED!r}): promote one first"
-            f" (`make promote VERSION=N ENV={environment}`)"
-        )
-    try:
-        return registry.parse_version(pinned, "MODEL_VERSION")
-    except registry.RegistryError as error:
-        raise InputError(f"{settings.deploy_dir / environment}/model.env: {error}") from None
 
 
 def promised_wape(model_version: ModelVersion) -> float:
