@@ -128,3 +128,10 @@ def test_nothing_is_proposed_without_an_update(tmp_path: Path) -> None:
     fake = FakeGit()
     assert propose(tmp_path, {"JENKINS_URL": "https://ci"}, fake.run, fake.send) is None
     assert fake.commands == [] and fake.requests == []
+
+
+@pytest.mark.parametrize("source", ["--upload-pack=touch /tmp/owned", "", "https://x/t\n--bare"])
+def test_a_recorded_source_git_would_read_as_an_option_is_refused(tmp_path: Path, source: str) -> None:
+    (tmp_path / ".copier-answers.yml").write_text(f"_commit: v1.0.0\n_src_path: {json.dumps(source)}\n")
+    with pytest.raises(TemplateUpdateError, match="is not a git URL or path"):
+        recorded_source(tmp_path)

@@ -48,7 +48,19 @@ class TemplateSource:
 
 
 def recorded_source(root: Path) -> TemplateSource:
-    """Read the engine's record: copier's answers file or cruft's .cruft.json."""
+    """Read the engine's record (copier's answers file or cruft's .cruft.json), refusing a source git would
+    read as an option: the record is a file in the repo, and CI passes it to git."""
+    source = _recorded(root)
+    if not source.url or source.url.startswith("-") or any(ord(c) < 32 for c in source.url):
+        raise TemplateUpdateError(
+            f"the template source {source.url!r} recorded in the repo is not a git URL or path:"
+            " fix its record"
+            " (.copier-answers.yml or .cruft.json)"
+        )
+    return source
+
+
+def _recorded(root: Path) -> TemplateSource:
     if (root / COPIER_ANSWERS).is_file():
         answers = yaml.safe_load((root / COPIER_ANSWERS).read_text(encoding="utf-8")) or {}
         return TemplateSource("copier", str(answers.get("_src_path", "")), str(answers.get("_commit", "")))
