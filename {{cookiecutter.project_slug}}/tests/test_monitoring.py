@@ -203,6 +203,21 @@ def test_only_a_market_that_moved_drifts_and_the_summary_names_its_features(sale
     assert all((drift.score >= drift.threshold) == drift.drifted for drift in drifts), drifts
 
 
+@pytest.mark.parametrize("allowed", [0, 1, 2])
+def test_the_report_calls_dataset_drift_exactly_when_the_verdict_would(sales, allowed):
+    # given a window where two of the three watched features drift (price and promo)
+    window = SHIPPED.window_weeks
+    current = market_moved(later_history(sales, window), window)
+    config = replace(SHIPPED, max_drifted_features=allowed)
+    # when Evidently compares it with the training weeks
+    _, result = run_drift(newest_weeks(sales, SHIPPED.reference_weeks), newest_weeks(current, window), config)
+    # then the HTML report's "Dataset Drift is detected" test fails exactly when monitoring breaches
+    drifted_share = "Share of Drifted Columns"
+    (dataset_test,) = [test for test in result["tests"] if test["name"].startswith(drifted_share)]
+    drifted = 2
+    assert (dataset_test["status"] == "FAIL") == (drifted > allowed), dataset_test["description"]
+
+
 def test_a_drift_method_evidently_does_not_know_is_refused_in_one_line_naming_the_config(sales):
     window = newest_weeks(sales, SHIPPED.window_weeks)
     with pytest.raises(InputError, match=r"^config/monitor.toml: Evidently cannot compute drift \(.*bogus"):

@@ -267,8 +267,18 @@ def run_drift(reference: pd.DataFrame, current: pd.DataFrame, config: MonitorCon
     def data(frame: pd.DataFrame) -> Any:
         return dataset.from_pandas(frame[features].astype("float64"), data_definition=numbers)
 
+    # The report's dataset-level verdict ("Dataset Drift is detected") then agrees with ours: a breach when
+    # more than max_drifted_features drift, i.e. when the drifted share reaches (max + 1) / watched.
+    drift_share = (config.max_drifted_features + 1) / len(features)
     report = report_class(
-        [preset(columns=features, method=config.drift_method, threshold=config.drift_threshold)],
+        [
+            preset(
+                columns=features,
+                method=config.drift_method,
+                threshold=config.drift_threshold,
+                drift_share=drift_share,
+            )
+        ],
         include_tests=True,
     )
     try:
