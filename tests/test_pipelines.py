@@ -802,11 +802,11 @@ def test_github_flow_runs_locally_from_pr_to_production(tmp_path: Path, installe
     version = outputs["train"]["version"]
     assert version.isdigit()
     check = (
-        "from demand_forecast.registry import alias_holder, connect\n"
+        "from demand_forecast.registry import connect, environment_copy, source_of\n"
         "from demand_forecast.settings import Settings\n"
         "s = Settings.from_env()\n"
-        "v = alias_holder(connect(s), s.model_name, 'production')\n"
-        "print(v.version, v.tags.get('trained_by'), v.tags.get('approved_by_production'))\n"
+        "v = environment_copy(connect(s), s.model_name, 'production')\n"
+        "print(source_of(v, s.model_name), v.tags.get('trained_by'), v.tags.get('approved_by_production'))\n"
     )
     holder = run([str(VENV / "bin" / "python"), "-c", check], project).stdout.split()
     assert holder == [version, "model-trainer", "release-approver"]

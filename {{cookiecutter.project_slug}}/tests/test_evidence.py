@@ -113,7 +113,9 @@ def approve(client, settings, version: str, environment: str, approver: str) -> 
         "commit": "abc123",
     }
     key = registry.history_key(environment, datetime(2026, 3, 19, 10, tzinfo=UTC))
-    client.set_registered_model_tag(settings.model_name, key, json.dumps(entry))
+    target = registry.environment_model(settings.model_name, environment)
+    registry.ensure_model(client, target)
+    client.set_registered_model_tag(target, key, json.dumps(entry))
 
 
 def write(client, settings, version: str, capsys) -> tuple[str, str, str]:
@@ -287,9 +289,11 @@ def test_an_unknown_version_is_refused_in_one_line_and_writes_nothing(client, se
 def test_a_tampered_release_history_is_refused_in_one_line_not_shown_as_never_promoted(
     client, settings, capsys, command_line
 ):
-    # given a version whose model carries a history entry that is not a release record
+    # given a version whose staging model carries a history entry that is not a release record
     version = new_version(client, settings, backtest=record())
-    client.set_registered_model_tag(settings.model_name, f"{registry.HISTORY_PREFIX}x.staging", "[1, 2]")
+    staging = registry.environment_model(settings.model_name, "staging")
+    registry.ensure_model(client, staging)
+    client.set_registered_model_tag(staging, f"{registry.HISTORY_PREFIX}x.staging", "[1, 2]")
     # when
     code = command_line(["evidence", "--version", version])
     # then

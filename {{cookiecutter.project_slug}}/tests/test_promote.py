@@ -7,72 +7,51 @@ re-running it; the release history only grows.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.promote import promote, rollback
-
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-GOOD_EVIDENCE = {
-    "stage": "dev",
-    "git_sha": "0123456789abcdef0123456789abcdef01234567",
-    "git_dirty": "false",
-    "data_fingerprint": "f" * 64,
-    "data_snapshot": "/snapshots/f.parquet",
-    "data_validation": "passed",
-    "data_validation_suite": "raw_sales",
-    "trained_by": "carol",
-    "ci_run_url": "local",
-    "config": "config/train.toml",
-    "backtest_champion": "none",
-    "backtest_wape": "0.1",
-    "backtest_champion_wape": "none",
-    "backtest_report": "backtest/backtest-v1.md",
-    "backtest_at": "2026-03-18T00:00:00+00:00",
-    "backtest_verdict": "passed",
-}
+from releases import new_version, open_registry
 
 
 @pytest.fixture
 def client(settings, tmp_path, blank_store):
-    """A real registry in a temp SQLite store, and the repo's own overlays copied beside it."""
-    shutil.copy(blank_store, settings.tracking_uri.removeprefix("sqlite:///"))
-    for env in ("staging", "production"):
-        shutil.copytree(DEPLOY / env, settings.deploy_dir / env)
-    client = registry.connect(settings)
-    mlflow.set_experiment(
-        experiment_id=mlflow.create_experiment("promotions", tmp_path.joinpath("art").as_uri())
-    )
-    client.create_registered_model(settings.model_name)
-    return client
-
-
-def new_version(client, settings, **evidence: str) -> str:
-    """A registered version carrying the given evidence (the real model is irrelevant to promotion)."""
-    with mlflow.start_run() as run:
-        mlflow.log_text("placeholder", "model/MLmodel")
-    tags = {key: value for key, value in {**GOOD_EVIDENCE, **evidence}.items() if value is not None}
-    version = client.create_model_version(
-        settings.model_name, f"{run.info.artifact_uri}/model", run.info.run_id, tags=tags
-    )
-    return str(version.version)
+    return open_registry(settings, tmp_path, blank_store)
 
 
 def history(client, settings) -> list[dict]:
-    return registry.release_history(registry.model_tags(client, settings.model_name))
+    return registry.release_history(registry.release_tags(client, settings.model_name))
 
 
-def registry_state(client, settings) -> tuple:
-    versions = client.search_model_versions(f"name = '{settings.model_name}'")
-    aliases = dict(client.get_registered_model(settings.model_name).aliases)
-    return sorted((str(v.version), sorted(v.tags.items())) for v in versions), aliases
+def registry_state(client, settings) -> list[tuple]:
+    """Versions, tags and aliases of the training model and of both environment models."""
+    names = [settings.model_name]
+    names += [registry.environment_model(settings.model_name, env) for env in registry.ENVIRONMENTS]
+    state = []
+    for name in names:
+        versions = client.search_model_versions(f"name = '{name}'")
+        try:
+            model = client.get_registered_model(name)
+            held = dict(model.aliases), dict(model.tags)
+        except MlflowException:
+            held = None
+        state.append((name, sorted((str(v.version), sorted(v.tags.items())) for v in versions), held))
+    return state
+
+
+def released(client, settings, environment: str):
+    """The copy an environment runs, checked to be a copy of a training version; (its source, its tags)."""
+    copy = registry.environment_copy(client, settings.model_name, environment)
+    source = registry.source_of(copy, settings.model_name)
+    original = client.get_model_version(settings.model_name, source)
+    assert (copy.source, copy.run_id) == (f"models:/{settings.model_name}/{source}", original.run_id)
+    return source, copy.tags
 
 
 def deploy_state(settings) -> dict[str, bytes]:
@@ -158,7 +137,28 @@ def refuse_look_alike_approver(client, settings):
     return new_version(client, settings), "staging", "c\u0430rol"  # a Cyrillic a inside a Latin name
 
 
+def copied_outside_the_gate(client, settings, version: str, **tags: str) -> None:
+    """What anyone with write access to the staging model could do by hand: copy a version, move its alias."""
+    staging = registry.environment_model(settings.model_name, "staging")
+    copy = client.copy_model_version(f"models:/{settings.model_name}/{version}", staging)
+    for key, value in tags.items():
+        client.set_model_version_tag(staging, copy.version, key, value)
+    client.set_registered_model_alias(staging, "staging", copy.version)
+
+
 def refuse_staging_alias_moved_outside_the_gate(client, settings):
+    version = new_version(client, settings)
+    copied_outside_the_gate(client, settings, version, source_version=version)
+    return version, "production", "erin"
+
+
+def refuse_staging_alias_on_a_version_no_release_copied(client, settings):
+    version = new_version(client, settings)
+    copied_outside_the_gate(client, settings, version)
+    return version, "production", "erin"
+
+
+def refuse_alias_moved_on_the_training_model(client, settings):
     version = new_version(client, settings)
     client.set_registered_model_alias(settings.model_name, "staging", version)
     return version, "production", "erin"
@@ -205,6 +205,8 @@ ILLEGAL = {
     refuse_own_approval_in_other_form: "four-eyes",
     refuse_look_alike_approver: "mixes CYRILLIC and LATIN letters",
     refuse_staging_alias_moved_outside_the_gate: "without a staging approval on record",
+    refuse_staging_alias_on_a_version_no_release_copied: "is not a copy made by a release",
+    refuse_alias_moved_on_the_training_model: "is not in staging (staging holds nothing)",
     refuse_uncommitted_edit_in_the_environment: "has uncommitted changes (staging/kustomization.yaml)",
     refuse_dirty_tree_in_production: "dirty working tree",
     refuse_concurrent_release: "another release to staging is in progress",
@@ -234,11 +236,12 @@ def test_promotion_pins_moves_alias_and_records_the_approver(client, settings):
     # when
     assert promote(settings, version, "staging", "dave") == 0
     # then
-    promoted = client.get_model_version_by_alias(settings.model_name, "staging")
-    assert str(promoted.version) == version
-    assert promoted.tags["stage"] == "staging"
-    assert promoted.tags["approved_by_staging"] == "dave"
-    assert promoted.tags["approved_at_staging"]
+    source, approval = released(client, settings, "staging")
+    assert source == version
+    assert (approval["approved_by_staging"], approval["release_action"]) == ("dave", "promotion")
+    assert approval["approved_at_staging"]
+    assert approval["trained_by"] == "carol"  # the evidence travels with the copy
+    assert client.get_model_version(settings.model_name, version).tags["stage"] == "staging"
     manifest = (settings.deploy_dir / "staging" / "kustomization.yaml").read_text()
     assert f'newTag: "v{version}"' in manifest
     assert "digest: sha256:" + "a" * 64 in manifest
@@ -251,7 +254,7 @@ def test_production_takes_the_staging_version_and_archives_the_old_champion(clie
     challenger = new_version(client, settings, backtest_champion=champion)
     assert promote(settings, challenger, "staging", "dave") == 0
     assert promote(settings, challenger, "production", "erin") == 0
-    assert str(client.get_model_version_by_alias(settings.model_name, "production").version) == challenger
+    assert registry.running_in(client, settings.model_name, "production") == challenger
     assert client.get_model_version(settings.model_name, champion).tags["stage"] == "archived"
 
 
@@ -285,7 +288,7 @@ def test_promotion_commits_the_pins_inside_a_git_repository(client, settings):
 def test_several_approvers_from_one_gate_are_all_recorded(client, settings):
     version = new_version(client, settings)
     assert promote(settings, version, "staging", "carol,dave") == 0
-    assert client.get_model_version(settings.model_name, version).tags["approved_by_staging"] == "carol,dave"
+    assert released(client, settings, "staging")[1]["approved_by_staging"] == "carol,dave"
 
 
 def test_rollback_returns_production_to_the_previous_version(client, settings):
@@ -296,11 +299,12 @@ def test_rollback_returns_production_to_the_previous_version(client, settings):
     # when the gate's reviewer (not the trainer) approves the rollback
     assert rollback(settings, "production", "grace") == 0
     # then
-    assert str(client.get_model_version_by_alias(settings.model_name, "production").version) == first
+    source, restored = released(client, settings, "production")
+    assert source == first
     assert f"MODEL_VERSION={first}\n" in (settings.deploy_dir / "production" / "model.env").read_text()
     assert client.get_model_version(settings.model_name, second).tags["stage"] == "staging"  # still there
-    restored = client.get_model_version(settings.model_name, first).tags
     assert restored["approved_by_production"] == "erin"  # the original approval is never overwritten
+    assert (restored["release_action"], restored["released_by"]) == ("rollback", "grace")
     entries = [
         (e["action"], e["environment"], e["from_version"], e["version"]) for e in history(client, settings)
     ]
@@ -342,11 +346,11 @@ def test_rollback_rechecks_the_evidence_of_the_restored_version(client, settings
     client.set_model_version_tag(settings.model_name, first, "data_validation", "failed")
     assert rollback(settings, "production", "grace") == 1
     assert "data_validation=failed" in capsys.readouterr().err
-    assert str(client.get_model_version_by_alias(settings.model_name, "production").version) != first
+    assert registry.running_in(client, settings.model_name, "production") != first
 
 
 def test_an_interrupted_promotion_is_completed_by_rerunning_it(client, settings, monkeypatch, capsys):
-    # given a promotion whose process dies right after the alias moved (before the approval record)
+    # given a promotion whose process dies right after the alias moved (before the version's stage)
     version = new_version(client, settings)
     real_set_evidence = registry.set_evidence
 
@@ -357,19 +361,21 @@ def test_an_interrupted_promotion_is_completed_by_rerunning_it(client, settings,
     with pytest.raises(KeyboardInterrupt):
         promote(settings, version, "staging", "dave")
     monkeypatch.setattr(registry, "set_evidence", real_set_evidence)
-    assert str(client.get_model_version_by_alias(settings.model_name, "staging").version) == version
+    assert registry.running_in(client, settings.model_name, "staging") == version
     # then another release to staging is refused with the exact repair step
     other = new_version(client, settings)
     assert promote(settings, other, "staging", "dave") == 1
     assert f"complete it first with `make promote VERSION={version} ENV=staging`" in capsys.readouterr().err
     # and re-running the same command completes it, with the approval record and one history entry
     assert promote(settings, version, "staging", "dave") == 0
-    promoted = client.get_model_version(settings.model_name, version).tags
-    assert promoted["approved_by_staging"] == "dave" and promoted["stage"] == "staging"
+    assert released(client, settings, "staging")[1]["approved_by_staging"] == "dave"
+    assert client.get_model_version(settings.model_name, version).tags["stage"] == "staging"
     assert [entry["version"] for entry in history(client, settings)] == [version]
     assert not any(
-        key.startswith("release_pending.") for key in registry.model_tags(client, settings.model_name)
+        key.startswith("release_pending.") for key in registry.release_tags(client, settings.model_name)
     )
+    staging = registry.environment_model(settings.model_name, "staging")
+    assert len(client.search_model_versions(f"name = '{staging}'")) == 1  # the re-run made no second copy
 
 
 def test_release_commit_holds_only_the_pins_and_leaves_other_edits_alone(client, settings):

@@ -170,8 +170,8 @@ def run_backtest(
             file=sys.stderr,
         )
         return 1
-    holder = registry.alias_holder(client, settings.model_name, CHAMPION_ALIAS)
-    champion = str(holder.version) if holder and str(holder.version) != str(version) else None
+    production = registry.running_in(client, settings.model_name, CHAMPION_ALIAS)
+    champion = production if production != str(version) else None
     policy = Policy.from_toml()
     print(
         f"Back-testing v{version} against {f'champion v{champion}' if champion else 'no champion'}:"

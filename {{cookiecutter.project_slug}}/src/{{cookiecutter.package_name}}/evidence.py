@@ -108,18 +108,18 @@ def gather(client: MlflowClient, settings: Settings, version: str) -> Evidence:
     tags, run_id = dict(model_version.tags), model_version.run_id
     record, missing = _backtest(client, run_id, version, tags)
     gate = _gate(client, run_id)
-    model = client.get_registered_model(settings.model_name)
+    held = registry.environment_aliases(client, settings.model_name)
     return Evidence(
         model=settings.model_name,
         version=version,
         run_id=run_id,
         tags=tags,
-        aliases=sorted(alias for alias, number in model.aliases.items() if str(number) == version),
+        aliases=sorted(environment for environment, number in held.items() if number == version),
         backtest=record,
         backtest_missing=missing,
         gate=gate,
         docs_links=_docs_links(settings.tracking_uri, client.get_run(run_id), (gate or {}).get("pages")),
-        releases=_releases(dict(model.tags), version),
+        releases=_releases(registry.release_tags(client, settings.model_name), version),
     )
 
 

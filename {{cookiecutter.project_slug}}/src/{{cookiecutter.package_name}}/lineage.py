@@ -20,13 +20,13 @@ def describe_version(client: MlflowClient, name: str, version: str) -> dict[str,
     tags = dict(model_version.tags)
     history = [
         entry
-        for entry in registry.release_history(registry.model_tags(client, name))
+        for entry in registry.release_history(registry.release_tags(client, name))
         if str(version) in (entry["version"], entry["from_version"])
     ]
     aliases = [
-        alias
-        for alias, number in client.get_registered_model(name).aliases.items()
-        if str(number) == str(version)
+        environment
+        for environment, number in registry.environment_aliases(client, name).items()
+        if number == str(version)
     ]
     return {
         "model": name,
@@ -72,15 +72,9 @@ def _as_text(record: dict[str, Any]) -> str:
 
 def version_rows(client: MlflowClient, name: str) -> list[dict[str, str]]:
     """One row per registered version, newest first: what a reviewer needs to pick one."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        aliases = client.get_registered_model(name).aliases
-    except MlflowException:
-        return []
     held: dict[str, list[str]] = {}
-    for alias, number in sorted(aliases.items()):
-        held.setdefault(str(number), []).append(alias)
+    for environment, number in sorted(registry.environment_aliases(client, name).items()):
+        held.setdefault(number, []).append(environment)
     rows = []
     for model_version in client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"]):
         tags, number = model_version.tags, str(model_version.version)

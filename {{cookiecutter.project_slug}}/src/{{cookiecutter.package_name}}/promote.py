@@ -3,9 +3,9 @@
 Both are releases: the same gate (an approver from the CI system, four-eyes, the version's own evidence)
 and the same all-or-nothing sequence, which a crash or a dead tracking store cannot leave half-done:
 
-1. record the release as pending on the registered model (who approved, when, from which CI run);
+1. record the release as pending on the environment's registered model (who approved, when, which CI run);
 2. pin the version in `deploy/<env>/` (one git commit holding exactly the pins);
-3. move the alias and record the approval on the version;
+3. copy the version into the environment's model with the approval, and move that model's alias to it;
 4. append the release to the history (never overwritten) and clear the pending record.
 
 Re-running the same command after a failure at any step completes the pending release; any other release
@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -115,10 +115,9 @@ def _holder_is_dead(owner: str) -> bool:
     return False
 
 
-def check_four_eyes(approvers: list[str], model_version: ModelVersion) -> None:
+def check_four_eyes(approvers: list[str], number: str, tags: Mapping[str, str]) -> None:
     """At least one approver who did not train the version; a version with no known trainer is refused."""
-    number = str(model_version.version)
-    trainer = model_version.tags.get("trained_by", "").strip()
+    trainer = tags.get("trained_by", "").strip()
     if not trainer or trainer == "unknown":
         raise PromotionRefused(
             f"version {number} has no trainer on record, so four-eyes cannot be checked: retrain it through"
@@ -132,10 +131,9 @@ def check_four_eyes(approvers: list[str], model_version: ModelVersion) -> None:
         )
 
 
-def check_training_evidence(model_version: ModelVersion, environment: str) -> None:
+def check_training_evidence(number: str, tags: Mapping[str, str], environment: str) -> None:
     """Complete training evidence with a passed data gate; production also needs a traceable commit."""
-    tags, number = model_version.tags, str(model_version.version)
-    missing = registry.missing_evidence(model_version, registry.TRAINING_EVIDENCE)
+    missing = [key for key in registry.TRAINING_EVIDENCE if not tags.get(key, "").strip()]
     if missing:
         raise PromotionRefused(
             f"version {number} is incomplete (missing evidence: {', '.join(missing)}): its training did not"
@@ -171,8 +169,8 @@ def check_backtest(client: MlflowClient, name: str, model_version: ModelVersion)
             f"version {number} failed its back-test (WAPE {tags['backtest_wape']} vs champion"
             f" {tags['backtest_champion_wape']}); report: run artifact {tags['backtest_report']}"
         )
-    champion = registry.alias_holder(client, name, "production")
-    current = str(champion.version) if champion and str(champion.version) != number else "none"
+    champion = registry.running_in(client, name, "production")
+    current = champion if champion and champion != number else "none"
     if tags["backtest_champion"] != current:
         raise PromotionRefused(
             f"version {number} was back-tested against champion {tags['backtest_champion']}, but"
@@ -183,27 +181,29 @@ def check_backtest(client: MlflowClient, name: str, model_version: ModelVersion)
 def check_path(client: MlflowClient, name: str, model_version: ModelVersion, environment: str) -> None:
     """dev -> staging -> production, one step at a time, each approved; archived versions stay archived."""
     number, stage = str(model_version.version), model_version.tags.get("stage", "dev")
-    holder = registry.alias_holder(client, name, environment)
-    if holder is not None and str(holder.version) == number:
+    if registry.running_in(client, name, environment) == number:
         raise PromotionRefused(f"version {number} is already in {environment}")
-    if model_version.tags.get(f"approved_by_{environment}"):
+    earlier = registry.copies_of(client, name, environment, number, PROMOTION)
+    if earlier:
         raise PromotionRefused(
             f"version {number} was released to {environment} before (approved by"
-            f" {model_version.tags[f'approved_by_{environment}']}) and has left it: train a new version"
+            f" {earlier[-1].tags.get(f'approved_by_{environment}', '?')}) and has left it: train a new"
+            " version"
         )
     if stage == "archived":
         raise PromotionRefused(f"version {number} is archived and cannot be promoted: train a new version")
     if environment == "staging" and stage != "dev":
         raise PromotionRefused(f"version {number} is at stage {stage}: only dev versions go to staging")
     if environment == "production":
-        staging = registry.alias_holder(client, name, "staging")
-        if staging is None or str(staging.version) != number:
-            now = f"version {staging.version!s}" if staging else "nothing"
+        staging = registry.environment_copy(client, name, "staging")
+        held = registry.source_of(staging, name) if staging else None
+        if held != number:
+            now = f"version {held}" if held else "nothing"
             raise PromotionRefused(
                 f"version {number} is not in staging (staging holds {now}): production only takes the version"
                 " now in staging; promote it to staging first"
             )
-        if not model_version.tags.get("approved_by_staging"):
+        if not staging.tags.get("approved_by_staging"):
             raise PromotionRefused(
                 f"version {number} holds the staging alias without a staging approval on record (moved"
                 " outside the gate?): promote it to staging through the gate first"
@@ -212,8 +212,17 @@ def check_path(client: MlflowClient, name: str, model_version: ModelVersion, env
 
 def pending_release(client: MlflowClient, name: str, environment: str) -> Release | None:
     """The release to this environment that started and did not finish, if any."""
-    text = registry.model_tags(client, name).get(registry.pending_key(environment))
+    text = registry.release_tags(client, name).get(registry.pending_key(environment))
     return Release(**json.loads(text)) if text else None
+
+
+def _check_pinnable(settings: Settings, environment: str) -> None:
+    """Refuse before anything is recorded when deploy/<env>/ cannot take a pin commit."""
+    env_dir = settings.deploy_dir / environment
+    gitops.read_pins(env_dir)
+    repository = gitops.repository_of(env_dir)
+    if repository is not None:
+        gitops.require_clean(repository, env_dir)
 
 
 def _pin(settings: Settings, release: Release, digest: str | None) -> str:
@@ -244,11 +253,39 @@ def _pin(settings: Settings, release: Release, digest: str | None) -> str:
         raise
 
 
+def _release_copy(
+    client: MlflowClient, name: str, release: Release, source: ModelVersion, commit: str
+) -> ModelVersion:
+    """The environment's copy this release made (found again on a re-run) or a new one with its approval.
+
+    A promotion's copy carries this approval; a rollback's carries the approval of the promotion it restores.
+    """
+    environment = release.environment
+    made = [
+        copy
+        for copy in registry.copies_of(client, name, environment, release.version)
+        if copy.tags.get(registry.RELEASE_KEY) == release.history_key
+    ]
+    if made:
+        return made[-1]
+    keys = registry.approval_tags(environment)
+    if release.action == PROMOTION:
+        values = (release.approved_by, release.approved_at, release.ci_run, commit)
+        approval = dict(zip(keys, values, strict=True))
+    else:
+        restored = registry.copies_of(client, name, environment, release.version, PROMOTION)[-1].tags
+        approval = {key: restored.get(key, "") for key in keys}
+    release_record = {
+        registry.RELEASE_KEY: release.history_key,
+        registry.RELEASE_ACTION: release.action,
+        registry.RELEASED_BY: release.approved_by,
+    }
+    return registry.copy_version(client, source, environment, approval | release_record)
+
+
 def _retire(client: MlflowClient, name: str, number: str) -> None:
     """A version that left an environment keeps the stage of one it still runs in, or is archived."""
-    still_in = {
-        alias for alias, held in client.get_registered_model(name).aliases.items() if str(held) == number
-    }
+    still_in = {env for env, held in registry.environment_aliases(client, name).items() if held == number}
     stage = next((env for env in ("production", "staging") if env in still_in), "archived")
     registry.set_evidence(client, name, number, {registry.STAGE: stage})
 
@@ -256,26 +293,22 @@ def _retire(client: MlflowClient, name: str, number: str) -> None:
 def carry_out(settings: Settings, client: MlflowClient, release: Release, pending: bool = False) -> str:
     """Steps 1-4 of the module docstring; every step is safe to repeat, so a re-run completes a release."""
     name, environment, number = settings.model_name, release.environment, release.version
+    target = registry.environment_model(name, environment)
     if not pending:
-        client.set_registered_model_tag(name, registry.pending_key(environment), release.to_json())
+        _check_pinnable(settings, environment)
+        registry.ensure_model(client, target)
+        client.set_registered_model_tag(target, registry.pending_key(environment), release.to_json())
     model_version = registry.get_version(client, name, number)
     commit = _pin(settings, release, model_version.tags.get("image_digest"))
-    holder = registry.alias_holder(client, name, environment)
-    if holder is None or str(holder.version) != number:
-        client.set_registered_model_alias(name, environment, number)
-    record = {registry.STAGE: environment}
-    if release.action == PROMOTION:
-        record |= {
-            f"approved_by_{environment}": release.approved_by,
-            f"approved_at_{environment}": release.approved_at,
-            f"approval_ci_run_{environment}": release.ci_run,
-            f"promotion_commit_{environment}": commit,
-        }
-    registry.set_evidence(client, name, number, record)
+    copy = _release_copy(client, name, release, model_version, commit)
+    holder = registry.environment_copy(client, name, environment)
+    if holder is None or holder.version != copy.version:
+        client.set_registered_model_alias(target, environment, copy.version)
+    registry.set_evidence(client, name, number, {registry.STAGE: environment})
     if release.from_version not in ("none", number):
         _retire(client, name, release.from_version)
-    client.set_registered_model_tag(name, release.history_key, replace(release, commit=commit).to_json())
-    client.delete_registered_model_tag(name, registry.pending_key(environment))
+    client.set_registered_model_tag(target, release.history_key, replace(release, commit=commit).to_json())
+    client.delete_registered_model_tag(target, registry.pending_key(environment))
     print(
         f"{'Promoted' if release.action == PROMOTION else 'Rolled back'} {name} v{number} to {environment}"
         f" (approved by {release.approved_by}): alias {environment} -> v{number}, deploy/{environment}"
@@ -324,13 +357,12 @@ def promote(settings: Settings, version: str, environment: str, approver: str) -
             except registry.RegistryError as error:
                 raise PromotionRefused(str(error)) from error
             check_path(client, settings.model_name, model_version, environment)
-            check_four_eyes(approvers, model_version)
-            check_training_evidence(model_version, environment)
+            check_four_eyes(approvers, version, model_version.tags)
+            check_training_evidence(version, model_version.tags, environment)
             check_backtest(client, settings.model_name, model_version)
-            holder = registry.alias_holder(client, settings.model_name, environment)
-            previous = str(holder.version) if holder else "none"
+            previous = registry.running_in(client, settings.model_name, environment) or "none"
             carry_out(settings, client, Release.new(PROMOTION, environment, version, previous, approvers))
-    except (PromotionRefused, gitops.PinError, ci.ApprovalError) as refusal:
+    except (PromotionRefused, registry.RegistryError, gitops.PinError, ci.ApprovalError) as refusal:
         print(f"Promotion refused: {refusal}", file=sys.stderr)
         return 1
     upcoming = NEXT_TO_PRODUCTION if environment == "staging" else NEXT_TO_CLUSTER
@@ -358,22 +390,21 @@ def rollback(settings: Settings, environment: str, approver: str) -> int:
         with release_lock(settings, environment):
             if _resume_or_refuse(settings, client, environment, ROLLBACK, None):
                 return 0
-            history = registry.release_history(registry.model_tags(client, name), environment)
+            history = registry.release_history(registry.release_tags(client, name), environment)
             target_number = rollback_target(history)
             if target_number is None:
                 raise PromotionRefused(f"{environment} has no earlier release to roll back to")
             target = registry.get_version(client, name, target_number)
-            if not target.tags.get(f"approved_by_{environment}"):
+            if not registry.copies_of(client, name, environment, target_number, PROMOTION):
                 raise PromotionRefused(
                     f"version {target_number} was never approved for {environment}: it cannot be restored"
                 )
-            check_four_eyes(approvers, target)
-            check_training_evidence(target, environment)
-            holder = registry.alias_holder(client, name, environment)
-            current = str(holder.version) if holder else "none"
+            check_four_eyes(approvers, target_number, target.tags)
+            check_training_evidence(target_number, target.tags, environment)
+            current = registry.running_in(client, name, environment) or "none"
             release = Release.new(ROLLBACK, environment, target_number, current, approvers)
             carry_out(settings, client, release)
-    except (PromotionRefused, gitops.PinError, ci.ApprovalError) as refusal:
+    except (PromotionRefused, registry.RegistryError, gitops.PinError, ci.ApprovalError) as refusal:
         print(f"Rollback refused: {refusal}", file=sys.stderr)
         return 1
     print(NEXT_TO_CLUSTER.format(environment=environment))

@@ -1,9 +1,15 @@
 """The MLflow model registry as the broker between stages, and the one place its contract is written down.
 
 Training produces versions and release stages consume them; they talk only through what is recorded:
-aliases (`staging`, `production`), tags on each version (`stage=dev|staging|production|archived` plus
-evidence) and, on the registered model, the append-only release history. MLflow stages
-(`transition_model_version_stage`) are deprecated and not used.
+tags on each version (`stage=dev|staging|production|archived` plus evidence) and the environments'
+registered models. MLflow stages (`transition_model_version_stage`) are deprecated and not used.
+
+What an environment runs lives in its own registered model, `<model>-staging` / `<model>-production`:
+promotion copies the approved version there (MLflow's copy: same artefacts and run, with its evidence) with
+the approval in the same call, moves that model's alias, and appends to the release history kept as its tags.
+MLflow permissions are per registered model and moving an alias needs only EDIT, which the training identity
+needs on `<model>` to register versions; with the environments in models only the release identity may
+edit, the registry server itself refuses anyone else (`make registry-permissions`).
 
 A version is complete or it is not a candidate: training evidence is written in the same call that creates
 the version, and back-test evidence is written verdict last, so a half-written record never reads as passed.
@@ -54,7 +60,14 @@ RETRAIN_REASON = "retrain_reason"
 # Written by `make monitor` on the version it watched: the newest verdict, why, and where its report is.
 MONITORING_EVIDENCE = ("monitor_at", "monitor_verdict", "monitor_reason", "monitor_report")
 VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
-# Registered-model tags: one entry per release, never overwritten; one marker per release in flight.
+# On an environment's copy: the version it copies and the release that made it (with the approval tags).
+SOURCE_VERSION = "source_version"
+RELEASE_KEY = "release_key"
+RELEASE_ACTION = "release_action"
+RELEASED_BY = "released_by"
+# Per environment, written with the copy a promotion makes (a rollback carries the restored version's).
+APPROVAL_TAGS = ("approved_by_{env}", "approved_at_{env}", "approval_ci_run_{env}", "promotion_commit_{env}")
+# Environment-model tags: one entry per release, never overwritten; one marker per release in flight.
 HISTORY_PREFIX = "release_history."
 PENDING_PREFIX = "release_pending."
 # An unreachable store must fail within seconds, not after MLflow's default of minutes of retries.
@@ -149,13 +162,7 @@ def register_version(
     client: MlflowClient, name: str, model_info: Any, run_id: str, evidence: Mapping[str, object]
 ) -> str:
     """Create the version and its evidence in one call: it exists complete or not at all."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.create_registered_model(name)
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
+    ensure_model(client, name)
     created = client.create_model_version(
         name,
         model_info.model_uri,
@@ -213,3 +220,94 @@ def pending_key(environment: str) -> str:
 def model_uri(name: str, version: str | int) -> str:
     """The URI MLflow loads and serves a registry version from."""
     return f"models:/{name}/{version}"
+
+
+def approval_tags(environment: str) -> tuple[str, ...]:
+    return tuple(tag.format(env=environment) for tag in APPROVAL_TAGS)
+
+
+def environment_model(name: str, environment: str) -> str:
+    """The registered model holding what an environment runs; only the release identity may edit it."""
+    return f"{name}-{environment}"
+
+
+def ensure_model(client: MlflowClient, name: str) -> None:
+    """Create a registered model unless it exists."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def source_of(copy: ModelVersion, name: str) -> str:
+    """The version of `name` an environment's copy was made from, checked against MLflow's own source."""
+    number = copy.tags.get(SOURCE_VERSION, "")
+    if not VERSION_NUMBER.fullmatch(number) or copy.source != model_uri(name, number):
+        raise RegistryError(
+            f"version {copy.version} of {copy.name} is not a copy made by a release (source {copy.source!r},"
+            f" {SOURCE_VERSION}={number!r}): release through `make promote`, which copies versions itself"
+        )
+    return number
+
+
+def environment_copy(client: MlflowClient, name: str, environment: str) -> ModelVersion | None:
+    """The copy an environment's alias points at: what it runs, or None before its first release."""
+    return alias_holder(client, environment_model(name, environment), environment)
+
+
+def running_in(client: MlflowClient, name: str, environment: str) -> str | None:
+    """The version of `name` an environment runs per the registry (its git pins tell the cluster)."""
+    copy = environment_copy(client, name, environment)
+    return None if copy is None else source_of(copy, name)
+
+
+def environment_aliases(client: MlflowClient, name: str) -> dict[str, str]:
+    """Environment -> the version of `name` it runs, for the environments that run one."""
+    held = {environment: running_in(client, name, environment) for environment in ENVIRONMENTS}
+    return {environment: number for environment, number in held.items() if number is not None}
+
+
+def copies_of(
+    client: MlflowClient, name: str, environment: str, version: str, action: str | None = None
+) -> list[ModelVersion]:
+    """Every copy of `version` released into an environment (by one kind of release), oldest first."""
+    target = environment_model(name, environment)
+    copies = client.search_model_versions(f"name = '{target}'", order_by=["version_number ASC"])
+    return [
+        copy
+        for copy in copies
+        if copy.tags.get(SOURCE_VERSION) == str(version) and action in (None, copy.tags.get(RELEASE_ACTION))
+    ]
+
+
+def release_tags(client: MlflowClient, name: str) -> dict[str, str]:
+    """The environment models' tags together: every release history entry and pending release."""
+    from mlflow.exceptions import MlflowException
+
+    tags: dict[str, str] = {}
+    for environment in ENVIRONMENTS:
+        try:
+            tags |= model_tags(client, environment_model(name, environment))
+        except MlflowException as error:  # before an environment's first release its model does not exist
+            if not _absent(error):
+                raise
+    return tags
+
+
+def copy_version(
+    client: MlflowClient, source: ModelVersion, environment: str, release_tags: Mapping[str, str]
+) -> ModelVersion:
+    """MLflow's `copy_model_version` (same artefacts, run and evidence), with the release's tags in the same
+    call: a copy carries its approval or does not exist."""
+    evidence = {key: value for key, value in source.tags.items() if key != STAGE}
+    return client.create_model_version(
+        environment_model(source.name, environment),
+        model_uri(source.name, source.version),
+        run_id=source.run_id,
+        tags={**evidence, SOURCE_VERSION: str(source.version), **release_tags},
+        description=source.description,
+        model_id=source.model_id,
+    )

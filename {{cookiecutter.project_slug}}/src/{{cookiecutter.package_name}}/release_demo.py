@@ -94,6 +94,6 @@ def run_release_demo(settings: Settings) -> int:
     )
     step("roll production back", lambda: rollback(settings, "production", PRODUCTION_APPROVER))
 
-    production = registry.alias_holder(client, settings.model_name, "production")
-    print("\n" + summary_table(outcomes, str(production.version) if production else "nothing"))
+    production = registry.running_in(client, settings.model_name, "production")
+    print("\n" + summary_table(outcomes, production or "nothing"))
     return 0 if all(o.as_expected for o in outcomes) else 1
