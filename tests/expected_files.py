@@ -124,6 +124,22 @@ TEMPLATE_UPDATE = {
     "tests/test_template_update.py",
 }
 
+# Separation of duties: the cluster's promotion gate (Flagger Canary), registry events, registry permissions.
+SEPARATION_OF_DUTIES = {
+    "deploy/base/gate.yaml",
+    "deploy/production/canary.yaml",
+    "deploy/production/autoscaler.yaml",
+    "deploy/production/ingress.yaml",
+    "src/{package}/gate_server.py",
+    "src/{package}/promotion_gate.py",
+    "src/{package}/registry_events.py",
+    "src/{package}/registry_permissions.py",
+    "tests/releases.py",
+    "tests/test_gate.py",
+    "tests/test_registry_events.py",
+    "tests/test_registry_permissions.py",
+}
+
 # A short guide per role, linked from the README's "Guides".
 GUIDES = {
     "docs/data-scientist.md",
@@ -173,6 +189,7 @@ def expected_files(ci_provider: str, package: str) -> set[str]:
             CI_RELEASE,
             PRODUCTION_LOOP,
             TEMPLATE_UPDATE,
+            SEPARATION_OF_DUTIES,
             GUIDES,
             BY_PROVIDER[ci_provider],
         )

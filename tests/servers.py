@@ -362,3 +362,56 @@ def https_api(folder: Path, status: int = 201, answer: dict | None = None) -> It
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class AuthTrackingServer(TrackingServer):
+    """`mlflow server --app-name basic-auth` on a loopback port: MLflow's user accounts and permissions, with
+    SQLite stores for runs and users under `workdir`, `default_permission` for objects nobody was granted, and
+    one admin (`ADMIN`, `admin_password`) created on first start."""
+
+    ADMIN = "admin"
+
+    def __init__(self, workdir: Path, admin_password: str, default_permission: str = "READ") -> None:
+        import secrets
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"mlflow-auth-server-{self.port}.log"
+        config = workdir / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\n"
+            f"default_permission = {default_permission}\n"
+            f"database_uri = sqlite:///{workdir / 'auth.db'}\n"
+            f"admin_username = {self.ADMIN}\n"
+            f"admin_password = {admin_password}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "auth_cache_ttl_seconds = 600\n"  # check each password once, not on every request (seconds each)
+        )
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+            "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination", str(workdir / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),  # the auth app's CSRF protection needs one
+        }
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self._wait_until_ready()
+
+
+@contextmanager
+def mlflow_auth_server(workdir: Path, admin_password: str) -> Iterator[AuthTrackingServer]:
+    """A basic-auth tracking server (see `AuthTrackingServer`), stopped on exit."""
+    server = AuthTrackingServer(workdir, admin_password)
+    try:
+        yield server
+    finally:
+        server.stop()

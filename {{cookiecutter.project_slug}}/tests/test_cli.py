@@ -6,6 +6,7 @@ import shutil
 import pytest
 
 from {{ cookiecutter.package_name }}.cli import main
+from releases import new_version, open_registry
 
 
 def test_settings_prints_the_model_name_and_tracking_store(capsys, monkeypatch):
@@ -109,3 +110,33 @@ def test_a_newcomer_s_first_mistakes_each_get_one_line_with_the_fix(
         assert code != 0, argv
         assert printed.err.count("\n") == 1 and fix in printed.err, (argv, printed)
         assert "Traceback" not in printed.out + printed.err
+
+
+@pytest.mark.parametrize("given", [" 1", "1; touch owned", "$(touch owned)", "\u0663", "1\n"])
+def test_candidate_refuses_a_version_that_is_not_plain_digits(capsys, monkeypatch, settings, given):
+    monkeypatch.setenv("VERSION", given)
+    assert main(["candidate"]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err.count("\n") == 1
+    assert "is not a registry version number" in printed.err
+
+
+def test_candidate_prints_the_version_asked_for_only_when_it_is_registered_and_complete(
+    capsys, monkeypatch, settings, tmp_path, blank_store
+):
+    # given two complete versions and one registered without its training evidence
+    client = open_registry(settings, tmp_path, blank_store)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    monkeypatch.setenv("MODEL_NAME", settings.model_name)
+    first, _ = new_version(client, settings), new_version(client, settings)
+    incomplete = new_version(client, settings, trained_by=None)
+    # then VERSION names the one a run releases, and only a complete, registered one
+    for given, code, line in [
+        (first, 0, f"{first}\n"),
+        (incomplete, 1, "is incomplete (missing evidence: trained_by)"),
+        ("9", 1, "has no version 9"),
+    ]:
+        monkeypatch.setenv("VERSION", given)
+        assert main(["candidate"]) == code
+        printed = capsys.readouterr()
+        assert line in (printed.out if code == 0 else printed.err), printed

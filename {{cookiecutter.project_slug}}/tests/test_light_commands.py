@@ -18,7 +18,10 @@ import pytest
 MODELLING = ("sklearn", "scipy", "matplotlib", "great_expectations", "bentoml")
 MONITORING = ("evidently",)
 HEAVY = ("mlflow", "pandas", "numpy", "sqlalchemy", *MODELLING, *MONITORING)
-LIGHT_MODULES = ("cli", "promote", "lineage", "evidence", "registry", "ci", "gitops", "inputs", "serve")
+LIGHT_MODULES = (
+    "cli", "promote", "lineage", "evidence", "registry", "ci", "gitops", "inputs", "serve", "promotion_gate",
+    "gate_server", "registry_events", "registry_permissions", "adopt_releases",
+)  # fmt: skip
 # What the serving image (scoring, back-test, forecast CronJob) and `make train` import (`serve` is light).
 SERVING_AND_TRAINING = ("serving", "backtest", "forecast", "train", "validation", "features", "reproduce")
 

@@ -108,6 +108,10 @@ def refuse_missing_backtest(client, settings):
     return new_version(client, settings, backtest_verdict=None), "staging", "dave"
 
 
+def refuse_pending_backtest(client, settings):
+    return new_version(client, settings, backtest_verdict="pending"), "staging", "dave"
+
+
 def refuse_failed_backtest(client, settings):
     return new_version(client, settings, backtest_verdict="failed"), "staging", "dave"
 
@@ -196,7 +200,8 @@ ILLEGAL = {
     refuse_unknown_trainer: "has no trainer on record",
     refuse_half_written_backtest: "incomplete back-test record (missing: backtest_champion)",
     refuse_failed_data_gate: "data_validation=failed",
-    refuse_missing_backtest: "has not been back-tested",
+    refuse_missing_backtest: "has no finished back-test",
+    refuse_pending_backtest: "has no finished back-test",
     refuse_failed_backtest: "failed its back-test",
     refuse_stale_champion: "but production now runs",
     refuse_empty_approver: "an approver is required",

@@ -190,9 +190,12 @@ def run_backtest(
     at = datetime.now(UTC).isoformat(timespec="seconds")
     record = record_of(version, champion, candidate_scores, champion_scores, verdict, policy, at)
     report = _record(settings, client, candidate_version.run_id, record)
-    # The old verdict goes first and the new one last: an interrupted write never reads as passed.
+    # The old verdict is overwritten first and the new one written last: an interrupted write never reads as
+    # passed. Overwritten, not deleted: deleting a version tag needs MANAGE, which no pipeline identity has.
     if "backtest_verdict" in candidate_version.tags:
-        client.delete_model_version_tag(settings.model_name, version, "backtest_verdict")
+        registry.set_evidence(
+            client, settings.model_name, version, {"backtest_verdict": registry.BACKTEST_PENDING}
+        )
     champion_wape = "none" if verdict.champion_wape is None else f"{verdict.champion_wape:.6f}"
     registry.set_evidence(
         client,

@@ -82,9 +82,29 @@ def init_git(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def candidate(settings: Settings, args: argparse.Namespace) -> int:
-    from {{ cookiecutter.package_name }}.registry import connect, latest_version
+    from {{ cookiecutter.package_name }}.registry import (
+        TRAINING_EVIDENCE,
+        RegistryError,
+        connect,
+        get_version,
+        latest_version,
+        missing_evidence,
+    )
 
-    newest = latest_version(connect(settings), settings.model_name)
+    # VERSION (a run started to release a registered version, e.g. by the registry webhook): that version,
+    # checked whole, registered and complete; otherwise the newest complete version.
+    given = inputs.version(None, required=False)
+    client = connect(settings)
+    if given is not None:
+        missing = missing_evidence(get_version(client, settings.model_name, given), TRAINING_EVIDENCE)
+        if missing:
+            raise RegistryError(
+                f"version {given} is incomplete (missing evidence: {', '.join(missing)}): only versions"
+                " registered by `make train` (which records it) can be released"
+            )
+        print(given)
+        return 0
+    newest = latest_version(client, settings.model_name)
     if newest is None:
         print(f"No versions of {settings.model_name} yet: run `make train` first.", file=sys.stderr)
         return 1
@@ -127,6 +147,25 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     from {{ cookiecutter.package_name }}.serve import serve_version
 
     return serve_version(settings, version, port)
+
+
+def gate_server(settings: Settings, args: argparse.Namespace) -> int:
+    host, port = inputs.host(args.host), inputs.port(args.port, default=8080)
+    from {{ cookiecutter.package_name }}.gate_server import serve
+
+    return serve(settings, host, port)
+
+
+def adopt_releases(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.adopt_releases import adopt_releases
+
+    return adopt_releases(settings)
+
+
+def registry_permissions(settings: Settings, args: argparse.Namespace) -> int:
+    from {{ cookiecutter.package_name }}.registry_permissions import apply
+
+    return apply(settings)
 
 
 def image(settings: Settings, args: argparse.Namespace) -> int:
@@ -231,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "reproduce", reproduce, "retrain a version from its snapshot and compare", "make reproduce VERSION=N"
     ).add_argument("--version", help=version_help)
-    command("candidate", candidate, "print the newest completely evidenced version number")
+    command("candidate", candidate, "print VERSION if it is complete, else the newest complete version")
     backtest_parser = command(
         "backtest",
         backtest,
@@ -273,12 +312,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_parser.add_argument("--version", help=version_help)
     serve_parser.add_argument("--port", help="TCP port (default: $PORT or 5001)")
+    gate_parser = command(
+        "gate-server",
+        gate_server,
+        "serve the cluster's promotion gate (Flagger confirm-promotion) and the registry-event receiver",
+    )
+    gate_parser.add_argument("--host", help="IP address to listen on (default: 127.0.0.1)")
+    gate_parser.add_argument("--port", help="TCP port (default: $PORT or 8080)")
     command(
         "image",
         image,
         "build (and push) the serving image of a version",
         "make image VERSION=N [PUSH_IMAGE=1]",
     ).add_argument("--version", help=version_help)
+    command(
+        "adopt-releases",
+        adopt_releases,
+        "move releases recorded before template 1.2 into the environment models (once, after upgrading)",
+    )
+    command(
+        "registry-permissions",
+        registry_permissions,
+        "give each identity least privilege on the tracking server (admin credentials); print the matrix",
+    )
     command("approver", approver, "print the approver of the current CI gate")
     command(
         "pinned", pinned, "print the model version deploy/<env>/ pins", "make pinned ENV=staging|production"

@@ -7,6 +7,7 @@ the variable, what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -65,6 +66,15 @@ def port(given: str | None, env: Mapping[str, str] = os.environ, default: int = 
     if not PORT.fullmatch(value) or int(value) > 65535:
         raise InputError(f"PORT={value!r} is not a TCP port: pass a number from 1 to 65535, e.g. PORT=5001")
     return int(value)
+
+
+def host(given: str | None) -> str:
+    """--host: the IP address a server listens on (0.0.0.0 in a pod, 127.0.0.1 on a laptop)."""
+    value = given if given is not None else "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InputError(f"--host {value!r} is not an IP address: pass e.g. 127.0.0.1 or 0.0.0.0") from None
 
 
 def config(

@@ -154,9 +154,9 @@ def check_training_evidence(number: str, tags: Mapping[str, str], environment: s
 def check_backtest(client: MlflowClient, name: str, model_version: ModelVersion) -> None:
     """A complete, passed back-test against the champion production runs today."""
     tags, number = model_version.tags, str(model_version.version)
-    if not tags.get("backtest_verdict"):
+    if tags.get("backtest_verdict", registry.BACKTEST_PENDING) == registry.BACKTEST_PENDING:
         raise PromotionRefused(
-            f"version {number} has not been back-tested: run `make backtest VERSION={number}`"
+            f"version {number} has no finished back-test: run `make backtest VERSION={number}`"
         )
     missing = registry.missing_evidence(model_version, registry.BACKTEST_EVIDENCE)
     if missing:

@@ -46,7 +46,8 @@ TRAINING_EVIDENCE = (
     "ci_run_url",
     "config",
 )
-# Written by the back-test; the verdict goes last and so commits the record.
+# Written by the back-test; the verdict goes last and so commits the record (a re-run marks it pending first).
+BACKTEST_PENDING = "pending"
 BACKTEST_EVIDENCE = (
     "backtest_champion",
     "backtest_wape",
