@@ -126,15 +126,20 @@ TEMPLATE_UPDATE = {
 
 # Separation of duties: the cluster's promotion gate (Flagger Canary), registry events, registry permissions.
 SEPARATION_OF_DUTIES = {
-    "deploy/base/gate.yaml",
+    "deploy/flux/production/gate.yaml",
+    "deploy/gate/kustomization.yaml",
+    "deploy/gate/gate.yaml",
+    "deploy/gate/rbac.yaml",
     "deploy/production/canary.yaml",
     "deploy/production/autoscaler.yaml",
     "deploy/production/ingress.yaml",
+    "src/{package}/adopt_releases.py",
+    "src/{package}/cluster.py",
     "src/{package}/gate_server.py",
     "src/{package}/promotion_gate.py",
     "src/{package}/registry_events.py",
     "src/{package}/registry_permissions.py",
-    "tests/releases.py",
+    "tests/test_adopt_releases.py",
     "tests/test_gate.py",
     "tests/test_registry_events.py",
     "tests/test_registry_permissions.py",

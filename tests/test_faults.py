@@ -163,7 +163,7 @@ def test_the_next_training_ends_the_run_a_killed_training_left_running(
 
 def good_evidence(project: Path) -> dict[str, str]:
     """The evidence of a version ready for release, as the rendered promotion tests define it."""
-    spec = importlib.util.spec_from_file_location("rendered_releases", project / "tests" / "releases.py")
+    spec = importlib.util.spec_from_file_location("rendered_conftest", project / "tests" / "conftest.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return {**module.GOOD_EVIDENCE, "trained_by": TRAINER}

@@ -34,17 +34,20 @@ PACKAGES = {
     "backtest": "infra/backtest",
     "flux-staging": "deploy/flux/staging",
     "flux-production": "deploy/flux/production",
+    "gate": "deploy/gate",
 }
 # The template's platform stack, built from the template checkout itself (it is not rendered).
 PLATFORM = TEMPLATE / "platform"
 PLATFORM_PACKAGES = {"platform": PLATFORM / "mlflow", "flux-platform": PLATFORM / "flux"}
 SERVING_KINDS = {"Namespace", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "NetworkPolicy"}
-# deploy/base: serving, the weekly batch forecast and the release gate (infra/backtest builds on the same base
-# and leaves the last two out); production adds Flagger's canary with its autoscaler and ingress.
+# deploy/base: serving and the weekly batch forecast (infra/backtest builds on the same base and leaves the
+# forecast out); production adds Flagger's canary with its autoscaler and ingress, and leaves the Services to
+# Flagger. The release gate is its own package (deploy/gate), out of reach of a promotion's pins.
 BASE_KINDS = SERVING_KINDS | {"CronJob"}
 EXPECTED_KINDS = {
     "staging": BASE_KINDS,
-    "production": BASE_KINDS | {"Canary", "HorizontalPodAutoscaler", "Ingress"},
+    "production": BASE_KINDS - {"Service"} | {"Canary", "HorizontalPodAutoscaler", "Ingress"},
+    "gate": {"ServiceAccount", "Role", "RoleBinding", "Deployment", "Service", "NetworkPolicy"},
     "backtest": SERVING_KINDS | {"Job"},
     "flux-staging": {"GitRepository", "Kustomization"},
     "flux-production": {"GitRepository", "Kustomization"},
@@ -54,7 +57,7 @@ EXPECTED_KINDS = {
 PRODUCT_PACKAGES = ("staging", "production", "backtest")
 GATE = f"{DEFAULT_SLUG}-gate"
 # Checks skipped in the manifests, each with its reason beside it (checkov.io/skipN annotations).
-JUSTIFIED_SKIPS = {"CKV_K8S_43", "CKV_K8S_35"}
+JUSTIFIED_SKIPS = {"CKV_K8S_43", "CKV_K8S_35", "CKV_K8S_38"}
 PIN_BLOCK = f'images:\n  - name: serving\n    newName: {IMAGE}\n    newTag: "unreleased"\n'
 MODEL_ENV = f"MODEL_NAME={DEFAULT_SLUG}-model\nMODEL_VERSION=unreleased\n"
 
@@ -171,7 +174,8 @@ def test_builtin_kinds_pass_kubernetes_validate_strict(builtin_manifests):
     # when
     output = ok(validator("kubernetes-validate", "--strict", *files))
     # then every object was checked, none skipped for a missing schema
-    assert output.count(" passed for resource ") == expected == 11 + 12 + 8 + 7
+    # staging, production, backtest, gate, platform
+    assert output.count(" passed for resource ") == expected == 8 + 9 + 8 + 6 + 7
 
 
 def test_kubernetes_validate_rejects_an_unknown_field(built, tmp_path):
@@ -188,7 +192,7 @@ def test_kubernetes_validate_rejects_an_unknown_field(built, tmp_path):
 def test_flux_and_flagger_objects_match_their_crd_schemas(built, tmp_path):
     # given the Flux sources and syncs (product and platform) and production's Flagger Canary
     custom = [doc for docs in built.values() for doc in docs if is_custom(doc)]
-    assert sorted(doc["kind"] for doc in custom) == ["Canary"] + ["GitRepository"] * 3 + ["Kustomization"] * 3
+    assert sorted(doc["kind"] for doc in custom) == ["Canary"] + ["GitRepository"] * 3 + ["Kustomization"] * 4
     instances: dict[Path, list[Path]] = {}
     for index, doc in enumerate(custom):
         schema = crd_schema(doc)
@@ -275,9 +279,10 @@ def test_checkov_fails_no_check_on_manifests_and_dockerfiles(project, builtin_ma
     assert max(r["summary"]["resource_count"] for r in reports if r["check_type"] == "dockerfile") == 2
     assert result.returncode == 0
     # and the only skips are the justified ones, declared beside their reasons: image digests and
-    # environment-variable credentials on the serving, forecast, gate, back-test and MLflow server workloads
+    # environment-variable credentials on the serving, forecast, gate, back-test and MLflow server workloads,
+    # and the gate's API token
     assert summaries["dockerfile"]["skipped"] == 0
-    assert summaries["kubernetes"]["skipped"] == 13
+    assert summaries["kubernetes"]["skipped"] == 12
 
 
 def test_checkov_skips_are_justified(built):
@@ -345,9 +350,9 @@ def test_the_pins_reach_the_serving_container(built, env):
 
 
 def test_no_image_is_latest_or_unpinned(project, built):
-    # serving, forecast and gate in each environment; candidate, its wait and the replay in the back-test
-    images = [c["image"] for name in PRODUCT_PACKAGES for c in containers(built[name])]
-    assert len(images) == 3 + 3 + 3
+    # serving and forecast in each environment; candidate, its wait and the replay in the back-test; the gate
+    images = [c["image"] for name in (*PRODUCT_PACKAGES, "gate") for c in containers(built[name])]
+    assert len(images) == 2 + 2 + 3 + 1
     assert all(re.fullmatch(rf"{IMAGE}:(unreleased|v\d+)(@sha256:[0-9a-f]{{64}})?", image) for image in images)
     (base_image,) = re.findall(r"^FROM (\S+)", (project / "docker" / "Dockerfile").read_text(), re.M)
     assert re.fullmatch(r"python:3\.1[12]\.\d+-slim-bookworm", base_image)
@@ -370,7 +375,7 @@ def test_production_runs_more_replicas_than_staging(built):
 def test_flux_syncs_the_overlay_from_the_default_branch(built, env):
     # given
     source = one(built[f"flux-{env}"], "GitRepository")
-    sync = one(built[f"flux-{env}"], "Kustomization")
+    sync = one(built[f"flux-{env}"], "Kustomization", f"{DEFAULT_SLUG}-{env}")
     # then
     assert source["spec"]["url"] == f"https://github.com/acme/{DEFAULT_SLUG}"
     assert source["spec"]["ref"] == {"branch": "main"}
@@ -381,9 +386,10 @@ def test_flux_syncs_the_overlay_from_the_default_branch(built, env):
 
 
 def test_serving_pods_are_probed_and_hardened(built):
-    for name in (*PRODUCT_PACKAGES, "platform"):
+    for name in (*PRODUCT_PACKAGES, "gate", "platform"):
         for spec in pod_specs(built[name]):
-            assert spec["automountServiceAccountToken"] is False
+            # only the gate gets an API token (it reads the canary target: see the gate's RBAC test)
+            assert spec["automountServiceAccountToken"] is (name == "gate")
             assert spec["securityContext"]["runAsNonRoot"] is True
             assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
             assert {"name": "tmp", "emptyDir": spec["volumes"][0]["emptyDir"]} in spec["volumes"]
@@ -477,35 +483,65 @@ def test_the_forecast_pods_take_no_ingress(built):
 # ---------------------------------------------------------------- the release gate and the canary
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_the_gate_runs_the_package_cli_from_the_serving_image(built, env):
+def test_the_gate_runs_the_package_cli_from_its_own_pin_with_a_literal_model_name(project, built):
     # given
-    docs = built[env]
+    docs = built["gate"]
     gate = one(docs, "Deployment", GATE)
     (container,) = containers([gate])
-    (scoring,) = containers([serving(docs)])
-    # then the image's own CLI serves the gate, from the image the promotion pins
+    # then the package CLI serves the gate, from the gate's own image entry (never the serving pin) ...
     assert container["command"] == [
         *("python", "-m", "demand_forecast", "gate-server", "--host", "0.0.0.0", "--port", "8080")
     ]
-    assert container["image"] == scoring["image"]
+    assert container["image"] == f"{IMAGE}:unreleased"
+    kustomization = yaml.safe_load((project / "deploy" / "gate" / "kustomization.yaml").read_text())
+    assert [image["name"] for image in kustomization["images"]] == ["gate"]
+    assert all(not resource.startswith("..") for resource in kustomization["resources"]), "nothing shared"
+    # ... guarding the registered model named in its own manifest, not in the pinned `model` ConfigMap
+    assert {"name": "MODEL_NAME", "value": f"{DEFAULT_SLUG}-model"} in container["env"]
     assert {"name": "OMP_NUM_THREADS", "value": "1"} in container["env"]
+    assert not [source for source in container["envFrom"] if source.get("configMapRef", {}).get("name") == "model"]
     # ... probed on its own endpoints, with the registry address and the gate identity from the namespace
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert {"configMapRef": {"name": "registry"}} in container["envFrom"]
     assert {"secretRef": {"name": GATE}} in container["envFrom"], "required: a missing Secret keeps the gate down"
     assert not [item for item in container["env"] if "PASSWORD" in item["name"] or "SECRET" in item["name"]]
-    # ... behind a Service on port 80, the address the Canary's webhook names
+    # ... in production only, behind a Service on port 80, the address the Canary's webhook names
+    assert {doc["metadata"].get("namespace") for doc in docs} == {f"{NAMESPACE}-production"}
     service = one(docs, "Service", GATE)
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     assert service["spec"]["selector"].items() <= pod_template(gate)["metadata"]["labels"].items()
-    assert not service["spec"]["selector"].items() <= pod_template(serving(docs))["metadata"]["labels"].items()
+    serving_labels = pod_template(serving(built["production"]))["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= serving_labels.items()
+
+
+def test_the_gate_may_only_get_the_canary_target_and_configmaps(built):
+    # given
+    docs = built["gate"]
+    account, role, binding = one(docs, "ServiceAccount"), one(docs, "Role"), one(docs, "RoleBinding")
+    spec = pod_template(one(docs, "Deployment", GATE))["spec"]
+    canary = one(built["production"], "Canary")
+    # then the gate's pod runs as its own account, the only one that asks for a token ...
+    assert spec["serviceAccountName"] == account["metadata"]["name"] == GATE
+    assert (spec["automountServiceAccountToken"], account["automountServiceAccountToken"]) == (True, False)
+    # ... bound to one Role in the Canary's namespace ...
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": GATE}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GATE, "namespace": f"{NAMESPACE}-production"}]
+    assert role["metadata"]["namespace"] == canary["metadata"]["namespace"] == f"{NAMESPACE}-production"
+    # ... that may `get` the canary's target Deployment by name, and ConfigMaps (their names carry a hash)
+    assert canary["spec"]["targetRef"]["name"] == canary["metadata"]["name"] == DEFAULT_SLUG
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resourceNames": [DEFAULT_SLUG], "resources": ["deployments"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]},
+    ]
+    # ... and no other pod of the project gets a token or a named account
+    for name in (*PRODUCT_PACKAGES, "platform"):
+        assert not [spec for spec in pod_specs(built[name]) if spec.get("serviceAccountName")]
 
 
 def test_only_flagger_and_the_mlflow_server_reach_the_gate(built):
     # given
-    docs = built["production"]
+    docs = built["gate"]
     policy = one(docs, "NetworkPolicy", GATE)
     labels = pod_template(one(docs, "Deployment", GATE))["metadata"]["labels"]
     # then the policy selects the gate pods, restricts both directions ...
@@ -521,12 +557,16 @@ def test_only_flagger_and_the_mlflow_server_reach_the_gate(built):
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlflow"}},
         },
     ]
-    # ... and lets it out only to named ports: DNS, the MLflow server, HTTPS outside private networks
+    # ... and lets it out only to named ports: DNS, the MLflow server, the Kubernetes API (443 or 6443 on a
+    # private address), HTTPS outside private networks
     egress = policy["spec"]["egress"]
     assert all(rule["to"] and rule["ports"] for rule in egress)
-    assert sorted(port["port"] for rule in egress for port in rule["ports"]) == [53, 53, 443, 5000]
-    (public,) = [rule["to"][0]["ipBlock"] for rule in egress if "ipBlock" in rule["to"][0]]
+    assert sorted(port["port"] for rule in egress for port in rule["ports"]) == [53, 53, 443, 443, 5000, 6443]
+    blocks = [peer["ipBlock"] for rule in egress for peer in rule["to"] if "ipBlock" in peer]
+    (public,) = [block for block in blocks if block["cidr"] == "0.0.0.0/0"]
     assert set(public["except"]) >= {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+    (api,) = [rule for rule in egress if any(port["port"] == 6443 for port in rule["ports"])]
+    assert {peer["ipBlock"]["cidr"] for peer in api["to"]} == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 
 def test_the_canary_asks_the_gate_before_promoting_the_serving_deployment(built):
@@ -543,13 +583,28 @@ def test_the_canary_asks_the_gate_before_promoting_the_serving_deployment(built)
     metrics = {metric["name"]: metric["thresholdRange"] for metric in spec["analysis"]["metrics"]}
     assert set(metrics) == {"request-success-rate", "request-duration"}
     assert metrics["request-success-rate"]["min"] >= 99 and metrics["request-duration"]["max"] > 0
-    # ... and promoted only when the gate in the same namespace says yes
+    # ... and promoted only when the gate in the same namespace says yes, before Flagger's 30 s run out
     (webhook,) = spec["analysis"]["webhooks"]
     namespace = canary["metadata"]["namespace"]
     assert (webhook["name"], webhook["type"]) == ("confirm-promotion", "confirm-promotion")
     assert webhook["url"] == f"http://{GATE}.{namespace}/confirm-promotion"
-    assert one(docs, "Service", GATE)["metadata"]["namespace"] == namespace == f"{NAMESPACE}-production"
+    assert webhook["timeout"] == "30s"
+    assert one(built["gate"], "Service", GATE)["metadata"]["namespace"] == namespace == f"{NAMESPACE}-production"
     assert set(webhook["metadata"]) == {"model_version", "image"}
+
+
+def test_flux_applies_the_gate_on_its_own_in_production_only(built):
+    # given
+    source = one(built["flux-production"], "GitRepository")
+    sync = one(built["flux-production"], "Kustomization", GATE)
+    # then a Kustomization of its own applies deploy/gate into production, pruned and health-checked
+    assert sync["spec"]["sourceRef"] == {"kind": "GitRepository", "name": source["metadata"]["name"]}
+    assert sync["spec"]["path"] == "./deploy/gate"
+    assert (sync["spec"]["prune"], sync["spec"]["wait"]) == (True, True)
+    assert sync["spec"]["targetNamespace"] == f"{NAMESPACE}-production"
+    # ... and staging has neither the gate nor a sync of it (it has no canary to answer)
+    assert not [doc for doc in built["flux-staging"] if doc["spec"].get("path") == "./deploy/gate"]
+    assert not [doc for doc in built["staging"] if doc["metadata"]["name"] == GATE]
 
 
 def test_staging_has_no_canary(built):
@@ -575,7 +630,7 @@ def test_production_leaves_the_services_and_the_replica_count_to_flagger(built):
     docs = built["production"]
     target = pod_template(serving(docs))["metadata"]["labels"]
     # then Flagger creates the serving Services (the base's would fight it) ...
-    assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Service"] == [GATE]
+    assert [doc["metadata"]["name"] for doc in docs if doc["kind"] == "Service"] == []
     # ... Flux does not scale the target back up after Flagger scaled it to zero ...
     assert "replicas" not in serving(docs)["spec"]
     # ... and the serving policy and disruption budget cover the canary's and the primary's pods, no others
@@ -613,6 +668,22 @@ def test_the_canary_webhook_carries_exactly_what_a_promotion_pins(project, tmp_p
         assert webhook["metadata"] == {"model_version": version, "image": image}
         assert scoring["image"] == image
         assert one(docs, "ConfigMap")["data"]["MODEL_VERSION"] == version
+
+
+def test_a_promotion_leaves_the_gate_byte_identical(project, tmp_path):
+    # given the gate as the repository builds it before any release
+    before = ok(validator("kubectl", "kustomize", project / "deploy" / "gate"))
+    sha = "sha256:" + "cd" * 32
+    for version, digest in [("7", sha), ("8", None)]:
+        # when `make promote ENV=production` writes its pins (gitops.pinned_contents) into a copy of deploy/
+        docs = promote(project, tmp_path, version, digest)
+        after = ok(validator("kubectl", "kustomize", tmp_path / f"v{version}" / "deploy" / "gate"))
+        # then the pins moved the serving Deployment, and not one byte of the gate: its code, its image and
+        # the registered model it guards stay what the platform team reviewed
+        assert containers([serving(docs)])[0]["image"].startswith(f"{IMAGE}:v{version}")
+        assert after == before
+        assert f":v{version}" not in after
+        assert not [doc for doc in docs if doc["metadata"]["name"] == GATE]
 
 
 def test_the_unpromoted_canary_asks_about_unreleased(built):

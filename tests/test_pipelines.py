@@ -360,6 +360,122 @@ def test_training_takes_the_retrain_reason_as_data_in_its_environment_only(
         assert (parameter["type"], parameter["default"].strip()) == ("string", "")
 
 
+# ---- which MLflow identity each job runs as -------------------------------------------------------------
+
+# The tracking server's identities (registry_permissions.py): training registers and tags versions of the
+# model; only the release identity may write what an environment runs. A job's duty is read from the targets
+# it calls: promoting or rolling back is a release, training, the image, the back-test, forecasting and
+# monitoring are training's; a job with neither (PR checks, template updates) gets no tracking credentials.
+RELEASE_DUTY = {"promote", "rollback"}
+TRAINING_DUTY = {"train", "candidate", "image", "backtest", "backtest-cluster", "forecast", "monitor"}
+MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+# Where each provider keeps each identity's credentials: a GitHub environment, an Azure variable group, a
+# Jenkins username-with-password credential.
+IDENTITY_SOURCES = {
+    "github": {"training": "training", "staging": "release", "production": "release"},
+    "azure": {f"{DEFAULT_SLUG}-mlflow": "training", f"{DEFAULT_SLUG}-mlflow-release": "release"},
+    "jenkins": {f"{DEFAULT_SLUG}-mlflow-training": "training", f"{DEFAULT_SLUG}-mlflow-release": "release"},
+}
+JENKINS_MLFLOW_BINDING = re.compile(
+    r"withCredentials\(\[usernamePassword\(credentialsId: '([^']+)',\s*"
+    r"usernameVariable: 'MLFLOW_TRACKING_USERNAME', passwordVariable: 'MLFLOW_TRACKING_PASSWORD'\)\]\)\s*\{"
+)
+
+
+@dataclass(frozen=True)
+class IdentityStep:
+    """A shell step, the job or stage it belongs to, and the MLflow identity it runs as (None: none)."""
+
+    job: str
+    identity: str | None
+    targets: tuple[str, ...]
+
+
+def identity_of(provider: str, sources: list[str]) -> str | None:
+    """The one identity the sources name; several name themselves joined, so no duty matches them."""
+    names = sorted({IDENTITY_SOURCES[provider].get(source, source) for source in sources})
+    return "+".join(names) or None
+
+
+def github_identity_steps(project: Path) -> Iterator[IdentityStep]:
+    # A job reads the credentials from its environment's secrets; without an environment, the repository's.
+    for path in workflow_files(project):
+        workflow = load(path)
+        for job_id, job in workflow["jobs"].items():
+            env = {**workflow.get("env", {}), **job.get("env", {})}
+            reads = [name for name in MLFLOW_CREDENTIALS if env.get(name) == f"${{{{ secrets.{name} }}}}"]
+            identity = identity_of("github", [job.get("environment", "repository secrets")] if reads else [])
+            for step in job["steps"]:
+                if "run" in step:
+                    yield IdentityStep(f"{path.name} {job_id}", identity, tuple(called_targets(step["run"])))
+
+
+def azure_variables(node: dict) -> tuple[dict[str, str], list[str]]:
+    """The variables a pipeline, stage or job declares (mapping or list form), and the groups it links."""
+    declared = node.get("variables") or {}
+    if isinstance(declared, dict):
+        return declared, []
+    return {v["name"]: v["value"] for v in declared if "name" in v}, [v["group"] for v in declared if "group" in v]
+
+
+def azure_identity_steps(project: Path) -> Iterator[IdentityStep]:
+    # A job sees the groups its pipeline, its stage and itself link.
+    for path in sorted((project / "azure-pipelines").glob("*.yml")):
+        pipeline = load(path)
+        for stage in pipeline.get("stages", [pipeline]):
+            for job in stage["jobs"]:
+                groups = [g for node in (pipeline, stage, job) for g in azure_variables(node)[1] if "-mlflow" in g]
+                name = f"{path.name} {stage.get('stage', '')}/{job.get('job') or job.get('deployment')}"
+                for node in walk(job):
+                    if "script" in node:
+                        yield IdentityStep(name, identity_of("azure", groups), tuple(called_targets(node["script"])))
+
+
+def jenkins_identity_steps(project: Path) -> Iterator[IdentityStep]:
+    # A step runs as the MLflow credentials bound by the `withCredentials` blocks around it.
+    for path in jenkins_files(project):
+        text = re.sub(r"^\s*//.*$", lambda m: " " * len(m[0]), path.read_text(), flags=re.MULTILINE)
+        assert not re.search(r"MLFLOW_TRACKING_(USERNAME|PASSWORD) =", text), f"{path.name} binds MLflow for all stages"
+        bindings = []
+        for match in JENKINS_MLFLOW_BINDING.finditer(text):
+            depth, end = 0, match.end() - 1
+            for end in range(match.end() - 1, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[end], 0)
+                if depth == 0:
+                    break
+            bindings.append((match.end(), end, match.group(1)))
+        stages = [(m.start(), m.group(1)) for m in JENKINS_STAGE.finditer(text)]
+        for step in JENKINS_SH.finditer(text):
+            stage = [name for start, name in stages if start < step.start()][-1]
+            sources = [credential for start, end, credential in bindings if start < step.start() < end]
+            yield IdentityStep(f"{path.name} {stage}", identity_of("jenkins", sources), tuple(called_targets(step[1])))
+
+
+IDENTITY_STEPS = {"github": github_identity_steps, "azure": azure_identity_steps, "jenkins": jenkins_identity_steps}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_each_job_talks_to_mlflow_as_the_identity_of_its_duty(projects: dict[str, Path], provider: str) -> None:
+    # given every shell step of the provider's pipelines, by job or stage, with the MLflow identity it runs as
+    jobs: dict[str, list[IdentityStep]] = {}
+    for step in IDENTITY_STEPS[provider](projects[provider]):
+        jobs.setdefault(step.job, []).append(step)
+    # then releases and rollbacks run as the release identity, training and monitoring as the training
+    # identity, every step of the job (installing aside); and jobs with neither duty have no credentials
+    covered: dict[str | None, set[str]] = {}
+    for job, steps in jobs.items():
+        called = {target for step in steps for target in step.targets}
+        duty = "release" if called & RELEASE_DUTY else "training" if called & TRAINING_DUTY else None
+        covered.setdefault(duty, set()).update(called)
+        for step in steps:
+            if duty is None or set(step.targets) - {"install"}:
+                runs_as, should = step.identity or "no identity", duty or "no identity"
+                assert step.identity == duty, f"{job}: `make {' '.join(step.targets)}` runs as {runs_as}, not {should}"
+    # and the duties span the whole flow, so nothing above passed for want of steps
+    assert covered.get("release", set()) >= {"promote", "rollback", "release-pr", "evidence"}, covered
+    assert covered.get("training", set()) >= {"train", "image", "backtest", "evidence", "forecast", "monitor"}, covered
+
+
 # ---- GitHub Actions ------------------------------------------------------------------------------------
 
 
@@ -523,12 +639,13 @@ def test_azure_release_order_and_gates(projects: dict[str, Path]) -> None:
         (job,) = stage["jobs"]
         assert job["environment"] == f"{DEFAULT_SLUG}-{env}", "approval checks live on the environment"
         assert stage["lockBehavior"] == "sequential"
-        assert stage["variables"]["RELEASE_ENVIRONMENT"] == stage["variables"]["ENV"] == env
+        variables, _ = azure_variables(stage)
+        assert variables["RELEASE_ENVIRONMENT"] == variables["ENV"] == env
         releasing = [n for n in walk(stage) if n.get("script") in ("make promote", "make rollback")]
         assert releasing and all(n["env"]["SYSTEM_ACCESSTOKEN"] == "$(System.AccessToken)" for n in releasing)
     training = [n for n in walk(stages["train"]) if n.get("script") in ("make data-test", "make train")]
     assert len(training) == 2 and all(n["env"]["DATA_URI"] == "$(DATA_URI)" for n in training)
-    assert stages["image"]["variables"]["PUSH_IMAGE"] == "1"
+    assert azure_variables(stages["image"])[0]["PUSH_IMAGE"] == "1"
     assert pipeline["schedules"] and pipeline["trigger"]["paths"]["include"]
 
 

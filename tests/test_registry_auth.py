@@ -4,8 +4,9 @@ and each identity then meets the server's own refusals.
 One server for the module (127.0.0.1, SQLite stores, default_permission READ). The platform team's admin creates
 the users; a trainer pre-creates `<model>-production` (so MLflow makes it MANAGE there) and shares it with an
 accomplice; the command lowers the trainer, refuses while the accomplice can write, and changes nothing on its
-next run. Then the trainer trains for real, the release identity copies the version into the environments,
-and every row of MATRIX is tried as its identity through MlflowClient. The matrix is written to
+next run. Then the whole gated flow runs as the pipeline identities (train and back-test as the trainer,
+promotions as the release identity), the gate reads the approval as its own identity, and every row of MATRIX
+is tried as its identity through MlflowClient. The matrix is written to
 `permission-matrix.md` in the module's temporary folder.
 """
 
@@ -35,7 +36,6 @@ USERS = {  # the platform team's accounts: CI identities under their default nam
     "mallory": "mallory-password-1",
 }
 IDENTITIES = {"MLFLOW_REVIEWERS": "alice"}  # trainer, release and gate are the defaults
-FAST_CONFIG = "seed = 1\ntest_weeks = 26\n[model]\nmax_iter = 10\nmax_leaf_nodes = 8\n"
 APPROVAL = "approved_by_production"
 
 
@@ -90,7 +90,6 @@ def snapshot(url: str) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, installed_project) -> Path:
     project = render(tmp_path_factory.mktemp("registry-auth"))
-    (project / "config" / "fast.toml").write_text(FAST_CONFIG)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "Initial commit"]):
         subprocess.run([*git, *args], cwd=project, check=True)
@@ -132,21 +131,101 @@ def runs(project, server) -> dict[str, subprocess.CompletedProcess[str]]:
     return {"first": first, "second": second}
 
 
+def as_identity(user: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": USERS[user]}
+
+
+IMAGE_DIGEST = "sha256:" + "c" * 64
+
+
+def cli(project: Path, server: str, user: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """The rendered package's command as one identity, the way its pipeline job runs it."""
+    return run(["python", "-m", DEFAULT_PACKAGE, *args], project, check=False, MLFLOW_TRACKING_URI=server,
+               **as_identity(user), **env)  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def released(project, server, runs) -> str:
-    """Version 1 trained by the trainer (the real `train`), copied into both environments by the release
-    identity with its approval and the aliases; the server's URL."""
+    """The whole gated flow on the authenticated server, each step as the identity its pipeline job has: the
+    trainer trains, back-tests and records the pushed image's digest (the training pipeline); the release
+    identity promotes to staging and then production on two reviewers' approvals. The server's URL."""
     assert runs["second"].returncode == 0, runs["second"].stderr
-    credentials = {"MLFLOW_TRACKING_USERNAME": "trainer", "MLFLOW_TRACKING_PASSWORD": USERS["trainer"]}
-    run(["python", "-m", DEFAULT_PACKAGE, "train"], project, MLFLOW_TRACKING_URI=server, CONFIG="config/fast.toml",
-        TRAINED_BY="trainer", **credentials)  # fmt: skip
-    with signed_in("release", USERS["release"]):
-        registry = client(server)
-        for name, environment in ((STAGING, "staging"), (PRODUCTION, "production")):
-            copy = copy_into(registry, name)
-            registry.set_model_version_tag(name, copy.version, f"approved_by_{environment}", "bob")
-            registry.set_registered_model_alias(name, environment, copy.version)
+    steps = [
+        ("trainer", ("train",), {"TRAINED_BY": "trainer"}),
+        ("trainer", ("backtest", "--version", "1"), {}),
+        ("release", ("promote", "--version", "1", "--to", "staging"), {"APPROVER": "bob"}),
+        ("release", ("promote", "--version", "1", "--to", "production"), {"APPROVER": "erin"}),
+    ]
+    for user, args, env in steps[:2]:
+        done = cli(project, server, user, *args, **env)
+        assert done.returncode == 0, (args, done.stdout[-3000:], done.stderr[-3000:])
+    with signed_in("trainer", USERS["trainer"]):  # what `make image` records after pushing the image
+        client(server).set_model_version_tag(MODEL, "1", "image_digest", IMAGE_DIGEST)
+    for user, args, env in steps[2:]:
+        done = cli(project, server, user, *args, **env)
+        assert done.returncode == 0, (args, done.stdout[-3000:], done.stderr[-3000:])
     return server
+
+
+# --- the gated flow as its identities -------------------------------------------------------------------
+
+
+def test_the_gated_flow_ran_as_the_training_and_release_identities(project, released):
+    from demand_forecast import registry
+
+    with as_admin():
+        store = client(released)
+        production = registry.environment_copy(store, MODEL, "production")
+        assert registry.source_of(production, MODEL) == "1"
+        tags = production.tags
+        assert (tags["trained_by"], tags["approved_by_production"], tags["backtest_verdict"]) == (
+            "trainer",
+            "erin",
+            "passed",
+        )
+        history = registry.release_history(registry.release_tags(store, MODEL))
+        assert [(entry["environment"], entry["approved_by"]) for entry in history] == [
+            ("staging", "bob"), ("production", "erin")
+        ]  # fmt: skip
+    assert "MODEL_VERSION=1" in (project / "deploy" / "production" / "model.env").read_text()
+
+
+def test_the_training_identity_cannot_release_even_through_the_command(project, released):
+    # given a version the trainer registered with evidence that would pass every check (forged or not)
+    with signed_in("trainer", USERS["trainer"]):
+        store = client(released)
+        evidence = {**store.get_model_version(MODEL, "1").tags, "stage": "dev", "backtest_champion": "1"}
+        version = new_version(store, MODEL).version
+        for key, value in evidence.items():
+            store.set_model_version_tag(MODEL, version, key, value)
+    before, pins = snapshot(released), (project / "deploy" / "staging" / "model.env").read_text()
+    # when the trainer runs the release command itself, with an accomplice as approver
+    refused = cli(project, released, "trainer", "promote", "--version", version, "--to", "staging",
+                  APPROVER="mallory")  # fmt: skip
+    # then the server refuses the first write to the staging model, and nothing moved
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "promote: the tracking store refused 'trainer' (PERMISSION_DENIED)" in refused.stderr
+    assert snapshot(released) == before
+    assert (project / "deploy" / "staging" / "model.env").read_text() == pins
+
+
+def rollout(digest: str) -> dict:
+    image = f"ghcr.io/acme/demand-forecast:v1@{digest}"
+    metadata = {"model_version": "1", "image": image}
+    return {"name": "demand-forecast", "namespace": "demand-forecast-production", "metadata": metadata}
+
+
+def test_the_gate_reads_the_approval_as_its_own_read_only_identity(released):
+    from demand_forecast.promotion_gate import decide
+
+    with signed_in("gate", USERS["gate"]):
+        approved = decide(client(released), MODEL, rollout(IMAGE_DIGEST))
+        other = decide(client(released), MODEL, rollout("sha256:" + "d" * 64))
+    with signed_in("gate", "not-the-password"):
+        unauthenticated = decide(client(released), MODEL, rollout(IMAGE_DIGEST))
+    assert approved[0] == 200 and "v1 " + IMAGE_DIGEST + " approved for production by erin" in approved[1]
+    assert other[0] == 403 and "is not the image approved for v1" in other[1]
+    assert unauthenticated[0] == 403 and "the registry cannot be read" in unauthenticated[1]
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -206,6 +285,22 @@ def test_the_command_refuses_in_one_line_and_changes_nothing(project, released, 
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
     assert snapshot(released) == before
+
+
+def test_an_environment_model_a_trainer_filled_first_is_not_vouched_for(project, server, runs):
+    # given a trainer who created another product's production model first (MANAGE) and wrote a release record
+    squatted = "squatted-model"
+    with signed_in("trainer", USERS["trainer"]):
+        client(server).create_registered_model(f"{squatted}-production")
+        client(server).set_registered_model_tag(f"{squatted}-production", "release_history.x.production", "{}")
+    # when the platform team runs the command for that product
+    result = registry_permissions(project, server, MODEL_NAME=squatted)
+    # then the trainer is lowered, and the run refuses to vouch for what the model already holds
+    assert result.returncode == 1
+    assert (
+        f"trainer (training) could write {squatted}-production (MANAGE) before this run, and it holds 0"
+        " version(s), aliases [] and 1 release record(s) that may be forged" in result.stderr
+    )
 
 
 def test_the_command_refuses_a_server_without_accounts(project, tmp_path):

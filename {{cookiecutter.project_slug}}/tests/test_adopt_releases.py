@@ -4,14 +4,15 @@ rollback, back-tests and the cluster's gate keep working after the upgrade."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 
 import pytest
 
-from {{ cookiecutter.package_name }} import registry
+from conftest import new_version, open_registry
+from {{ cookiecutter.package_name }} import gitops, registry
 from {{ cookiecutter.package_name }}.adopt_releases import adopt_releases
 from {{ cookiecutter.package_name }}.promote import rollback
-from releases import new_version, open_registry
 
 
 @pytest.fixture
@@ -42,13 +43,16 @@ def released_the_old_way(
 
 
 @pytest.fixture
-def legacy(client, settings):
-    """v1 then v2 promoted to staging and production the old way."""
+def legacy(client, settings, monkeypatch):
+    """v1 then v2 promoted to staging and production the old way and pinned in deploy/; grace adopts them."""
     first, second = new_version(client, settings), new_version(client, settings)
     for day, (version, previous) in enumerate([(first, "none"), (second, first)], start=1):
         for hour, environment in enumerate(registry.ENVIRONMENTS):
             at = datetime(2026, 11, day, 9 + hour, tzinfo=UTC)
             released_the_old_way(client, settings, version, environment, at, previous)
+    for environment in registry.ENVIRONMENTS:
+        gitops.write_atomically(gitops.pinned_contents(settings.deploy_dir / environment, second, None))
+    monkeypatch.setenv("APPROVER", "grace")
     return first, second
 
 
@@ -60,10 +64,10 @@ def test_old_releases_are_adopted_and_rollback_restores_an_adopted_version(clien
     held = registry.environment_aliases(client, settings.model_name)
     assert held == {"staging": second, "production": second}
     copy = registry.environment_copy(client, settings.model_name, "production")
-    assert (copy.tags["approved_by_production"], copy.tags["release_action"]) == ("erin", "promotion")
+    assert (copy.tags["approved_by_production"], copy.tags["released_by"]) == ("erin", "grace")
     history = registry.release_history(registry.release_tags(client, settings.model_name), "production")
     assert [entry["version"] for entry in history] == [first, second]
-    assert "production: adopted v2 (2 approved release(s) copied" in capsys.readouterr().out
+    assert f"production: adopted v{second} into {settings.model_name}-production" in capsys.readouterr().out
     # and rollback, through the same gate, restores the adopted earlier release
     assert rollback(settings, "production", "grace") == 0
     assert registry.running_in(client, settings.model_name, "production") == first
@@ -95,7 +99,46 @@ def test_an_old_release_still_in_flight_is_refused_and_nothing_is_moved(client, 
     assert str(client.get_registered_model(settings.model_name).aliases["staging"]) == legacy[1]
 
 
-def test_a_fresh_registry_has_nothing_to_adopt(client, settings, capsys):
+def self_approved(client, settings, first, second):
+    client.set_model_version_tag(settings.model_name, second, "approved_by_production", "carol")
+
+
+def back_test_failed(client, settings, first, second):
+    client.set_model_version_tag(settings.model_name, second, "backtest_verdict", "failed")
+
+
+def pinned_elsewhere(client, settings, first, second):
+    gitops.write_atomically(gitops.pinned_contents(settings.deploy_dir / "production", first, None))
+
+
+def adopted_by_its_trainer(client, settings, first, second):
+    os.environ["APPROVER"] = "Carol"
+
+
+FORGED = {
+    self_approved: "production: v2 cannot be adopted: carol trained version 2 and cannot also approve it",
+    back_test_failed: "staging: v2 cannot be adopted: v2 has no passed back-test (backtest_verdict=failed)",
+    pinned_elsewhere: "production: the old alias holds v2 but deploy/production/ pins v1",
+    adopted_by_its_trainer: "staging: v2 cannot be adopted: Carol trained version 2 and cannot also approve",
+}
+
+
+@pytest.mark.parametrize("arrange", list(FORGED), ids=lambda f: f.__name__)
+def test_old_records_the_trainer_could_have_written_are_checked_like_a_promotion(
+    client, settings, legacy, capsys, arrange
+):
+    # given old records that a promotion's checks would refuse (the training identity may write them)
+    arrange(client, settings, *legacy)
+    # when
+    code = adopt_releases(settings)
+    # then that environment is refused in one line and holds nothing
+    assert code == 1
+    assert FORGED[arrange] in capsys.readouterr().err
+    assert registry.running_in(client, settings.model_name, "production") is None
+
+
+def test_a_fresh_registry_has_nothing_to_adopt(client, settings, capsys, monkeypatch):
+    monkeypatch.setenv("APPROVER", "grace")
     assert adopt_releases(settings) == 0
     assert capsys.readouterr().out.splitlines() == [
         "staging: nothing was released the old way",

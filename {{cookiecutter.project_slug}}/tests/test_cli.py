@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
+from conftest import new_version, open_registry
 from {{ cookiecutter.package_name }}.cli import main
-from releases import new_version, open_registry
 
 
 def test_settings_prints_the_model_name_and_tracking_store(capsys, monkeypatch):
@@ -140,3 +140,16 @@ def test_candidate_prints_the_version_asked_for_only_when_it_is_registered_and_c
         assert main(["candidate"]) == code
         printed = capsys.readouterr()
         assert line in (printed.out if code == 0 else printed.err), printed
+
+
+def test_credentials_in_the_tracking_uri_are_never_printed(capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://admin:hunter2@127.0.0.1:{port}")
+    assert main(["versions"]) == 1
+    printed = capsys.readouterr()
+    assert "hunter2" not in printed.out + printed.err
+    assert "not in the URI" in printed.err

@@ -14,13 +14,12 @@ from html.parser import HTMLParser
 import mlflow
 import pytest
 
-from conftest import TODAY
+from conftest import GOOD_EVIDENCE, TODAY
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, Policy, WindowScore, window_plot
 from {{ cookiecutter.package_name }}.cli import main
 from {{ cookiecutter.package_name }}.evidence import GATE_SUMMARY_ARTIFACT, write_evidence
 from {{ cookiecutter.package_name }}.settings import shareable_uri
-from releases import GOOD_EVIDENCE
 
 POLICY = Policy(windows=2, window_weeks=4, wape_floor=0.15, max_wape_regression=0.005)
 AT = "2026-03-18T09:00:00+00:00"

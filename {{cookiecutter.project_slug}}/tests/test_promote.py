@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
+from conftest import new_version, open_registry
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.promote import promote, rollback
-from releases import new_version, open_registry
 
 
 @pytest.fixture
@@ -137,6 +137,14 @@ def refuse_own_approval_in_other_form(client, settings):
     return new_version(client, settings), "staging", "\uff23arol  "  # fullwidth C: NFKC makes it Carol
 
 
+def refuse_own_approval_with_an_accent(client, settings):
+    return new_version(client, settings), "staging", "car\u00f3l"  # "caról": the same person to a reviewer
+
+
+def refuse_trainer_with_an_invisible_character(client, settings):
+    return new_version(client, settings, trained_by="carol\u200b"), "staging", "carol"  # reads as "carol"
+
+
 def refuse_look_alike_approver(client, settings):
     return new_version(client, settings), "staging", "c\u0430rol"  # a Cyrillic a inside a Latin name
 
@@ -165,6 +173,13 @@ def refuse_staging_alias_on_a_version_no_release_copied(client, settings):
 def refuse_alias_moved_on_the_training_model(client, settings):
     version = new_version(client, settings)
     client.set_registered_model_alias(settings.model_name, "staging", version)
+    return version, "production", "erin"
+
+
+def refuse_image_swapped_after_staging(client, settings):
+    version = new_version(client, settings, image_digest="sha256:" + "a" * 64)
+    assert promote(settings, version, "staging", "dave") == 0
+    client.set_model_version_tag(settings.model_name, version, "image_digest", "sha256:" + "b" * 64)
     return version, "production", "erin"
 
 
@@ -209,9 +224,12 @@ ILLEGAL = {
     refuse_own_approval: "four-eyes",
     refuse_own_approval_in_other_form: "four-eyes",
     refuse_look_alike_approver: "mixes CYRILLIC and LATIN letters",
+    refuse_own_approval_with_an_accent: "four-eyes",
+    refuse_trainer_with_an_invisible_character: "trainer on record cannot be compared with its approvers",
     refuse_staging_alias_moved_outside_the_gate: "without a staging approval on record",
     refuse_staging_alias_on_a_version_no_release_copied: "is not a copy made by a release",
     refuse_alias_moved_on_the_training_model: "is not in staging (staging holds nothing)",
+    refuse_image_swapped_after_staging: "image_digest changed after its staging approval",
     refuse_uncommitted_edit_in_the_environment: "has uncommitted changes (staging/kustomization.yaml)",
     refuse_dirty_tree_in_production: "dirty working tree",
     refuse_concurrent_release: "another release to staging is in progress",

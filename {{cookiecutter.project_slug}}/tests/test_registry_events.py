@@ -294,6 +294,25 @@ def test_a_replayed_delivery_is_refused_and_starts_nothing_more() -> None:
     assert len(api.requests) == 1
 
 
+@pytest.mark.parametrize("late", [299.0, 300.0, 300.5, 300.99])
+def test_a_replay_is_refused_for_as_long_as_its_timestamp_counts_as_fresh(late) -> None:
+    api, seen, headers = FakeApi(), SeenDeliveries(), signed(BODY)
+    assert deliver(BODY, headers, api, seen)[0] == 202
+    status, line = handle_delivery(BODY, headers, NOW + late, send=api.send, seen=seen)
+    assert status in (401, 409) and line.startswith("refused: "), line  # a replay or stale: never started
+    assert len(api.requests) == 1
+
+
+def test_a_trigger_that_fails_unexpectedly_answers_502_and_a_retry_may_start_it() -> None:
+    # given a CI call that dies with an error nobody planned for
+    seen, headers = SeenDeliveries(), signed(BODY)
+    status, line = deliver(BODY, headers, FakeApi(RuntimeError("socket closed")), seen)
+    assert status == 502 and "RuntimeError: socket closed" in line
+    # then MLflow's retry (same delivery id) is not taken for a replay and starts the release
+    api = FakeApi()
+    assert deliver(BODY, headers, api, seen)[0] == 202 and len(api.requests) == 1
+
+
 def test_the_record_of_seen_deliveries_is_bounded_and_refuses_rather_than_forgets() -> None:
     seen, api = SeenDeliveries(limit=2), FakeApi()
     for _ in range(2):

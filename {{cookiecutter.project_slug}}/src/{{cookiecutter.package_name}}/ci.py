@@ -192,8 +192,11 @@ def resolve_approver(env: Mapping[str, str], fetch: Fetch = fetch_json) -> str:
 
 
 def identity_key(name: str) -> str:
-    """The form identities are compared in: NFKC, case-folded, whitespace collapsed; one script only."""
-    text = " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+    """The form identities are compared in: NFKC, case-folded, whitespace collapsed, without invisible
+    characters (zero-width, soft hyphen) or accents, so "carol​" and "caról" are Carol; one script only."""
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", name))
+    visible = "".join(char for char in decomposed if unicodedata.category(char) not in ("Cf", "Mn", "Me"))
+    text = " ".join(visible.split()).casefold()
     scripts = {unicodedata.name(char, "UNKNOWN").split()[0] for char in text if char.isalpha()}
     if len(scripts) > 1:
         raise ApprovalError(

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from {{ cookiecutter.package_name }} import __version__, inputs
-from {{ cookiecutter.package_name }}.settings import Settings, variable
+from {{ cookiecutter.package_name }}.settings import Settings, shareable_uri, variable
 
 
 def show_settings(settings: Settings, args: argparse.Namespace) -> int:
@@ -421,10 +421,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if not _store_failure(error):
             raise
+        if getattr(error, "error_code", "") in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME") or "no user"
+            print(
+                f"{args.command}: the tracking store refused {user!r} ({error.error_code}): run this step as"
+                " the identity its pipeline job has (training, release or gate; docs/platform-team.md); the"
+                " refused write changed nothing",
+                file=sys.stderr,
+            )
+            return 1
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        store = shareable_uri(settings.tracking_uri)
         print(
-            f"{args.command}: the tracking store {settings.tracking_uri} failed: {first_line} — check that it"
-            " is up and re-run the same command (it completes or refuses; nothing is half-released)",
+            f"{args.command}: the tracking store {store} failed: {first_line} — check that it is up and"
+            " re-run the same command (it completes or refuses; nothing is half-released)",
             file=sys.stderr,
         )
         return 1

@@ -5,16 +5,19 @@
 - `GET /livez`, `GET /readyz` (ready when the registry answers).
 
 Starlette under uvicorn, both already installed with BentoML; every decision is printed as one line, which
-is the audit trail in the pod's log.
+is the audit trail in the pod's log (credentials in the tracking URI never reach it: see `redact`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
+import urllib.parse
 from typing import TYPE_CHECKING
 
 from {{ cookiecutter.package_name }} import promotion_gate, registry, registry_events
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.settings import Settings, shareable_uri
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -23,6 +26,38 @@ if TYPE_CHECKING:
     from starlette.responses import PlainTextResponse
 
 MAX_BODY_BYTES = 1 << 20
+# Flagger waits 30 s for the webhook (deploy/production/canary.yaml): answer before it gives up.
+DECISION_SECONDS = 20
+USERINFO = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+class BodyTooLarge(Exception):
+    """A request body past MAX_BODY_BYTES: refused before it is read whole."""
+
+
+def redact(text: str, tracking_uri: str) -> str:
+    """A line fit for the pod log: the tracking URI as shareable_uri shows it, no user:pass@ in any URL, and
+    its password nowhere (an error may quote a fragment of the URI, e.g. "nonnumeric port: 'pass@host'")."""
+    if tracking_uri and tracking_uri != shareable_uri(tracking_uri):
+        text = text.replace(tracking_uri, shareable_uri(tracking_uri))
+    text = USERINFO.sub("", text)
+    password = urllib.parse.urlsplit(tracking_uri).password
+    for secret in {password, urllib.parse.unquote(password or "")} - {None, ""}:
+        text = text.replace(secret, "***")
+    return text
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, read in chunks and never past `limit` (a Content-Length above it is refused unread)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -40,13 +75,17 @@ def create_app(settings: Settings) -> Starlette:
         return clients[0]
 
     def answer(status: int, line: str) -> PlainTextResponse:
+        line = redact(line, settings.tracking_uri)
         print(f"gate: {status} {line}", flush=True)
         return PlainTextResponse(line + "\n", status_code=status)
 
     async def confirm_promotion(request: Request) -> PlainTextResponse:
-        body = await request.body()
         try:
-            payload = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+            body = await read_body(request)
+        except BodyTooLarge:
+            return answer(413, "refused: the request is larger than any Flagger webhook payload")
+        try:
+            payload = json.loads(body)
         except ValueError:
             payload = None
 
@@ -57,11 +96,19 @@ def create_app(settings: Settings) -> Starlette:
                 return 403, f"refused: the registry cannot be read ({' '.join(str(error).split())[:200]})"
             return promotion_gate.decide(registry_client, settings.model_name, payload)
 
-        return answer(*await run_in_threadpool(decide))
+        try:  # the thread may run on; its late answer is dropped, the refusal stands
+            return answer(*await asyncio.wait_for(run_in_threadpool(decide), DECISION_SECONDS))
+        except TimeoutError:
+            return answer(
+                403,
+                f"refused: the registry did not answer within {DECISION_SECONDS} s (or the Kubernetes API"
+                " did not): Flagger asks again at its next interval",
+            )
 
     async def registry_event(request: Request) -> PlainTextResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
             return answer(413, "refused: the delivery is larger than any registry event")
         status, line = await run_in_threadpool(registry_events.handle_delivery, body, dict(request.headers))
         return answer(status, line)
@@ -73,7 +120,8 @@ def create_app(settings: Settings) -> Starlette:
         try:  # asks the server every time: a gate that cannot read the registry would only refuse
             await run_in_threadpool(registry.connect, settings)
         except Exception as error:
-            return PlainTextResponse(f"registry unreachable: {error}\n", status_code=503)
+            reason = redact(" ".join(str(error).split())[:200], settings.tracking_uri)
+            return PlainTextResponse(f"registry unreachable: {reason}\n", status_code=503)
         return PlainTextResponse("ok\n")
 
     return Starlette(

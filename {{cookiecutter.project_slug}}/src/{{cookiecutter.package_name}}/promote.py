@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 PROMOTION, ROLLBACK = "promotion", "rollback"
+# What production must share with the staging approval: the code, data and image that staging was shown.
+STAGING_BOUND = (*registry.TRAINING_EVIDENCE, "image", "image_digest")
 
 
 class PromotionRefused(Exception):
@@ -123,7 +125,13 @@ def check_four_eyes(approvers: list[str], number: str, tags: Mapping[str, str]) 
             f"version {number} has no trainer on record, so four-eyes cannot be checked: retrain it through"
             " `make train`"
         )
-    trainer_key = ci.identity_key(trainer)
+    try:
+        trainer_key = ci.identity_key(ci.check_identity(trainer, "trainer"))
+    except ci.ApprovalError as error:
+        raise PromotionRefused(
+            f"version {number}'s trainer on record cannot be compared with its approvers ({error}):"
+            " retrain it through `make train`"
+        ) from None
     if all(ci.identity_key(name) == trainer_key for name in approvers):
         raise PromotionRefused(
             f"{', '.join(approvers)} trained version {number} and cannot also approve it (four-eyes):"
@@ -207,6 +215,13 @@ def check_path(client: MlflowClient, name: str, model_version: ModelVersion, env
             raise PromotionRefused(
                 f"version {number} holds the staging alias without a staging approval on record (moved"
                 " outside the gate?): promote it to staging through the gate first"
+            )
+        tags = model_version.tags
+        changed = [key for key in STAGING_BOUND if tags.get(key, "") != staging.tags.get(key, "")]
+        if changed:
+            raise PromotionRefused(
+                f"version {number}'s {', '.join(changed)} changed after its staging approval: production"
+                " takes exactly what staging was approved with; train and release a new version"
             )
 
 

@@ -1,10 +1,13 @@
 """The cluster's own promotion gate: may the version and image Flagger is rolling out reach full traffic?
 
-A pin merged to `deploy/production/` or a `kubectl set image` skips `make promote`; the Canary then asks this
-gate (its confirm-promotion webhook) before promoting, and the gate answers from the registry alone: yes only
-when production's registered model holds a release of exactly that version whose copy carries a complete
-approval (training and back-test evidence, four-eyes, approved for production) bound to that image digest.
-Anything else, including a registry it cannot read, is a refusal.
+A pin merged to `deploy/production/`, a `kubectl set image` or an edited `model` ConfigMap skips
+`make promote`; the Canary then asks this gate (its confirm-promotion webhook) before promoting. The gate
+reads what is actually rolled out from the Kubernetes API (cluster.py: the target Deployment's serving image
+and the model version its pods get), not from the webhook's metadata (pinned from git, blind to hand changes;
+when present it must agree), and answers from the registry: yes only when production's registered model holds
+a release of exactly that version whose copy carries a complete approval (training and back-test evidence,
+four-eyes, approved for production) bound to that image digest. Anything else, including a registry or a
+cluster it cannot read, is a refusal.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }} import ci, cluster, registry
 from {{ cookiecutter.package_name }}.promote import PromotionRefused, check_four_eyes, check_training_evidence
 
 if TYPE_CHECKING:
@@ -30,8 +33,22 @@ class GateRefusal(Exception):
 
 
 @dataclass(frozen=True)
+class Request:
+    """Flagger's question: which Canary, and what its webhook metadata claims (pinned from git; optional)."""
+
+    namespace: str
+    name: str
+    version: str | None
+    image: str | None
+
+    @property
+    def canary(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
 class Rollout:
-    """What the Canary is rolling out, from its webhook metadata (pinned by the promotion commit)."""
+    """What the Canary is rolling out, as the cluster runs it."""
 
     canary: str
     version: str
@@ -48,24 +65,50 @@ def _text(fields: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def parse_rollout(payload: object) -> Rollout:
+def parse_request(payload: object) -> Request:
     """Flagger's webhook payload (name, namespace, phase, checksum, metadata), checked field by field."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("metadata"), dict):
+    if not isinstance(payload, dict) or not isinstance(payload.get("metadata", {}), dict):
         raise GateRefusal("the request is not Flagger's webhook payload (a JSON object with metadata)")
-    canary = f"{_text(payload, 'namespace', '')}/{_text(payload, 'name', '')}"
-    metadata = payload["metadata"]
-    try:
-        version = registry.parse_version(_text(metadata, "model_version", "metadata."), "model_version")
-    except registry.RegistryError as error:
-        raise GateRefusal(f"metadata.{error}") from None
-    image = _text(metadata, "image", "metadata.")
+    metadata = payload.get("metadata", {})
+    version = _text(metadata, "model_version", "metadata.") if "model_version" in metadata else None
+    image = _text(metadata, "image", "metadata.") if "image" in metadata else None
+    return Request(_text(payload, "namespace", ""), _text(payload, "name", ""), version, image)
+
+
+def _digest(image: str, where: str) -> str:
     digest = IMAGE_DIGEST.fullmatch(image[image.find("@") :]) if "@" in image else None
     if digest is None:
         raise GateRefusal(
-            f"metadata.image {image!r} is not pinned by digest (name@sha256:<64 hex>): push the image with"
+            f"{where} image {image!r} is not pinned by digest (name@sha256:<64 hex>): push the image with"
             " `make image` before promoting, so the promotion commit pins its digest"
         )
-    return Rollout(canary=canary, version=version, image=image, digest=digest.group(1))
+    return digest.group(1)
+
+
+def observed_rollout(request: Request, workload: cluster.Workload, name: str) -> Rollout:
+    """The rollout as the cluster runs it; the webhook metadata, where present, must say the same."""
+    where = f"Deployment {workload.deployment}"
+    env, sources = workload.environment, workload.sources
+    if env.get("MODEL_NAME", name) != name:
+        raise GateRefusal(
+            f"{where}'s pods get MODEL_NAME={env['MODEL_NAME']!r} ({sources.get('MODEL_NAME')}), but this"
+            f" gate guards {name!r}: revert the hand edit"
+        )
+    variable = "MODEL_VERSIONS" if env.get("MODEL_VERSIONS") else "MODEL_VERSION"
+    try:
+        version = registry.parse_version(env.get(variable), variable)
+    except registry.RegistryError as error:
+        origin = f" ({sources[variable]})" if variable in sources else ""
+        raise GateRefusal(f"{where}'s pods: {error}{origin}; the gate approves one version") from None
+    digest = _digest(workload.image, f"{where}'s serving")
+    claims = (("model_version", request.version, version), ("image", request.image, workload.image))
+    for what, claim, actual in claims:
+        if claim is not None and claim != actual:
+            raise GateRefusal(
+                f"the Canary's webhook says {what} {claim!r} but {where} rolls out {actual!r}: the cluster"
+                " was changed by hand (kubectl set image/edit); revert it, or release it with `make promote`"
+            )
+    return Rollout(canary=request.canary, version=version, image=workload.image, digest=digest)
 
 
 def check_rollout(client: MlflowClient, name: str, rollout: Rollout) -> str:
@@ -92,6 +135,11 @@ def check_rollout(client: MlflowClient, name: str, rollout: Rollout) -> str:
         check_training_evidence(number, tags, environment)
     except PromotionRefused as refusal:
         raise GateRefusal(str(refusal)) from None
+    except ci.ApprovalError as error:  # a look-alike or malformed name on record: no approval can be read
+        raise GateRefusal(
+            f"v{number}'s approvals on record cannot be checked ({error}): release it again with"
+            " `make promote`, approved under exact account names"
+        ) from None
     if tags.get("backtest_verdict") != "passed":
         raise GateRefusal(
             f"v{number} has no passed back-test on record (backtest_verdict="
@@ -114,10 +162,17 @@ def check_rollout(client: MlflowClient, name: str, rollout: Rollout) -> str:
     )
 
 
-def decide(client: MlflowClient, name: str, payload: object) -> tuple[int, str]:
+def decide(
+    client: MlflowClient, name: str, payload: object, api: cluster.Api | None = None
+) -> tuple[int, str]:
     """Flagger's answer: 200 lets the Canary promote, 403 halts it; the line says why either way."""
     try:
-        rollout = parse_rollout(payload)
+        request = parse_request(payload)
+        try:
+            workload = cluster.rolled_out(api or cluster.Api.from_env(), request.namespace, request.name)
+        except cluster.ClusterError as error:
+            raise GateRefusal(f"the cluster cannot tell what is rolled out: {error}") from None
+        rollout = observed_rollout(request, workload, name)
         return 200, f"approved: {rollout.canary} {check_rollout(client, name, rollout)}"
     except GateRefusal as refusal:
         return 403, f"refused: {refusal}"

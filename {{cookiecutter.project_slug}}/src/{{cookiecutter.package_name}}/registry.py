@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.settings import Settings, shareable_uri
 
 if TYPE_CHECKING:  # MLflow takes seconds to import: the CLI checks its inputs before paying for it.
     from mlflow.entities.model_registry import ModelVersion
@@ -106,7 +106,8 @@ def _probe(uri: str) -> None:
     except (OSError, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise RegistryError(
-            f"the tracking store {uri} is unreachable ({reason}): start it or fix MLFLOW_TRACKING_URI"
+            f"the tracking store {shareable_uri(uri)} is unreachable ({reason}): start it or fix"
+            " MLFLOW_TRACKING_URI (credentials go in MLFLOW_TRACKING_USERNAME/PASSWORD, not in the URI)"
         ) from error
 
 

@@ -71,7 +71,9 @@ class SeenDeliveries:
                 self._until = {key: until for key, until in self._until.items() if until >= now}
                 if len(self._until) >= self.limit:
                     return None
-            self._until[delivery_id] = timestamp + TOLERANCE_SECONDS
+            # Kept a second past the window: the age check works in whole seconds, so a delivery stays
+            # "fresh" until int(now) leaves it, and its id must be remembered at least that long.
+            self._until[delivery_id] = timestamp + TOLERANCE_SECONDS + 1
             return True
 
     def release(self, delivery_id: str) -> None:
@@ -204,7 +206,8 @@ def handle_delivery(
         return refused.status, str(refused)
     try:
         started = request_release(version, os.environ, send)
-    except ApprovalError as error:
-        seen.release(delivery_id)  # MLflow retries a 502 with the same delivery id
-        return 502, " ".join(str(error).split())
+    except Exception as error:  # any failure to start: MLflow retries a 502 with the same delivery id
+        seen.release(delivery_id)
+        unplanned = f"{type(error).__name__}: {str(error)[:300]}"
+        return 502, " ".join((str(error) if isinstance(error, ApprovalError) else unplanned).split())
     return 202, f"release pipeline started for v{version}: {started}"

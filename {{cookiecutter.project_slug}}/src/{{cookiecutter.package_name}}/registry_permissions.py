@@ -306,6 +306,7 @@ def apply(settings: Settings, env: Mapping[str, str] | None = None) -> int:
     problems += unplanned_writers(
         server, users, {grant.username for grant in grants}, experiment_ids, model_name
     )
+    problems += squatted_environments(client, outcomes, model_name)
     for problem in problems:
         print(f"registry-permissions: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -354,4 +355,30 @@ def unplanned_writers(
                     f" revoke it (as an admin: AuthServiceClient.revoke_user_permission({username!r},"
                     f" {resource_type!r}, {key!r})), then re-run"
                 )
+    return found
+
+
+def squatted_environments(client: Any, outcomes: list[Outcome], model_name: str) -> list[str]:
+    """Environment models an identity other than release could write before this run that already hold
+    versions, aliases or release records: what they say may be forged, so the run does not vouch for it."""
+    found = []
+    for outcome in outcomes:
+        grant = outcome.grant
+        could_write = RANK.get(outcome.before or "", 0) > RANK[READ]
+        if grant.resource_type != REGISTERED_MODEL or grant.resource == model_name or grant.role == "release":
+            continue
+        if not could_write:
+            continue
+        model = client.get_registered_model(grant.resource)
+        versions = client.search_model_versions(f"name = '{grant.resource}'")
+        records = [
+            key for key in model.tags if key.startswith((registry.HISTORY_PREFIX, registry.PENDING_PREFIX))
+        ]
+        if versions or model.aliases or records:
+            found.append(
+                f"{grant.username} ({grant.role}) could write {grant.resource} ({outcome.before}) before this"
+                f" run, and it holds {len(versions)} version(s), aliases {sorted(model.aliases)} and"
+                f" {len(records)} release record(s) that may be forged: as an admin, delete that registered"
+                " model (the release pipeline re-creates it on its next promotion), then re-run"
+            )
     return found
