@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -103,3 +104,19 @@ def new_version(client, settings, **evidence: str) -> str:
         settings.model_name, f"{run.info.artifact_uri}/model", run.info.run_id, tags=tags
     )
     return str(version.version)
+
+
+class CiApiStandIn:
+    """A CI provider's API for the triggers (retraining, registry events): records every call and answers it
+    like the provider does (GitHub: 204 without a body), or fails with `error`."""
+
+    def __init__(self, answer: object = None, error: Exception | None = None) -> None:
+        self.answer = answer
+        self.error = error
+        self.requests: list[tuple[str, str, dict[str, str], object]] = []
+
+    def send(self, method: str, url: str, headers: Mapping[str, str], body: object = None) -> object:
+        self.requests.append((method, url, dict(headers), body))
+        if self.error is not None:
+            raise self.error
+        return self.answer

@@ -18,6 +18,7 @@ import pytest
 from mlflow.webhooks import constants
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
+from conftest import CiApiStandIn
 from {{ cookiecutter.package_name }} import registry_events
 from {{ cookiecutter.package_name }}.ci import ApprovalError
 from {{ cookiecutter.package_name }}.gitops import DEFAULT_BRANCH
@@ -44,20 +45,6 @@ JENKINS = {
 CONFIGURATION = (
     "MLFLOW_WEBHOOK_SECRET", "MODEL_NAME", *GITHUB, *AZURE, *JENKINS, "GITHUB_API_URL", "RETRAIN_WORKFLOW",
 )  # fmt: skip
-
-
-class FakeApi:
-    """Records every call to the CI system's API; answers like GitHub (204, no body) or fails."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-        self.requests: list[tuple[str, str, dict[str, str], object]] = []
-
-    def send(self, method: str, url: str, headers: Mapping[str, str], body: object = None) -> object:
-        self.requests.append((method, url, dict(headers), body))
-        if self.error is not None:
-            raise self.error
-        return None
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +88,7 @@ def signed(
     }
 
 
-def deliver(body: bytes, headers: Mapping[str, str], api: FakeApi, seen: SeenDeliveries | None = None):
+def deliver(body: bytes, headers: Mapping[str, str], api: CiApiStandIn, seen: SeenDeliveries | None = None):
     return handle_delivery(body, headers, NOW, send=api.send, seen=seen or SeenDeliveries())
 
 
@@ -187,7 +174,7 @@ def test_a_new_version_of_the_model_dispatches_the_train_workflow_with_that_vers
 
 def test_header_names_are_matched_whatever_their_case() -> None:
     # Starlette and http.server hand headers over lower-cased or as sent
-    api, body = FakeApi(), event()
+    api, body = CiApiStandIn(), event()
     lowered = {key.lower(): value for key, value in signed(body).items()}
     assert deliver(body, lowered, api)[0] == 202 and len(api.requests) == 1
 
@@ -206,7 +193,7 @@ def test_header_names_are_matched_whatever_their_case() -> None:
 def test_azure_and_jenkins_start_their_training_pipeline_with_the_version(monkeypatch, ci, url) -> None:
     for name, value in ci.items():
         monkeypatch.setenv(name, value)
-    api, body = FakeApi(), event(version="12")
+    api, body = CiApiStandIn(), event(version="12")
     status, line = deliver(body, signed(body), api)
     assert status == 202 and line.startswith("release pipeline started for v12: "), line
     ((method, sent_to, _, sent),) = api.requests
@@ -264,7 +251,7 @@ REFUSALS = {
 @pytest.mark.parametrize("case", REFUSALS, ids=list(REFUSALS))
 def test_a_delivery_that_is_not_authentic_fresh_and_well_formed_is_refused_in_one_line(case: str) -> None:
     body, headers, expected = REFUSALS[case]
-    api = FakeApi()
+    api = CiApiStandIn()
     status, line = deliver(body, headers, api)
     assert status == expected, line
     assert line.startswith("refused: ") and "\n" not in line and len(line) < 300
@@ -279,13 +266,13 @@ def test_a_not_utf8_body_is_refused_even_when_signed() -> None:
         "X-MLflow-Timestamp": timestamp,
         "X-MLflow-Signature": registry_events.signature(SECRET, delivery_id, timestamp, body),
     }
-    api = FakeApi()
+    api = CiApiStandIn()
     assert deliver(body, headers, api) == (400, "refused: the body is not JSON") and api.requests == []
 
 
 def test_a_replayed_delivery_is_refused_and_starts_nothing_more() -> None:
     # given a delivery that started a release
-    api, seen, headers = FakeApi(), SeenDeliveries(), signed(BODY)
+    api, seen, headers = CiApiStandIn(), SeenDeliveries(), signed(BODY)
     assert deliver(BODY, headers, api, seen)[0] == 202
     # when the same bytes arrive again, even a minute later (still inside the window)
     status, line = handle_delivery(BODY, headers, NOW + 60, send=api.send, seen=seen)
@@ -296,7 +283,7 @@ def test_a_replayed_delivery_is_refused_and_starts_nothing_more() -> None:
 
 @pytest.mark.parametrize("late", [299.0, 300.0, 300.5, 300.99])
 def test_a_replay_is_refused_for_as_long_as_its_timestamp_counts_as_fresh(late) -> None:
-    api, seen, headers = FakeApi(), SeenDeliveries(), signed(BODY)
+    api, seen, headers = CiApiStandIn(), SeenDeliveries(), signed(BODY)
     assert deliver(BODY, headers, api, seen)[0] == 202
     status, line = handle_delivery(BODY, headers, NOW + late, send=api.send, seen=seen)
     assert status in (401, 409) and line.startswith("refused: "), line  # a replay or stale: never started
@@ -306,15 +293,15 @@ def test_a_replay_is_refused_for_as_long_as_its_timestamp_counts_as_fresh(late) 
 def test_a_trigger_that_fails_unexpectedly_answers_502_and_a_retry_may_start_it() -> None:
     # given a CI call that dies with an error nobody planned for
     seen, headers = SeenDeliveries(), signed(BODY)
-    status, line = deliver(BODY, headers, FakeApi(RuntimeError("socket closed")), seen)
+    status, line = deliver(BODY, headers, CiApiStandIn(error=RuntimeError("socket closed")), seen)
     assert status == 502 and "RuntimeError: socket closed" in line
     # then MLflow's retry (same delivery id) is not taken for a replay and starts the release
-    api = FakeApi()
+    api = CiApiStandIn()
     assert deliver(BODY, headers, api, seen)[0] == 202 and len(api.requests) == 1
 
 
 def test_the_record_of_seen_deliveries_is_bounded_and_refuses_rather_than_forgets() -> None:
-    seen, api = SeenDeliveries(limit=2), FakeApi()
+    seen, api = SeenDeliveries(limit=2), CiApiStandIn()
     for _ in range(2):
         assert deliver(BODY, signed(BODY), api, seen)[0] == 202
     # full of ids still inside the window: a third is refused (retried by MLflow), none is forgotten
@@ -348,7 +335,7 @@ def test_the_record_of_seen_deliveries_is_bounded_and_refuses_rather_than_forget
     ids=repr,
 )
 def test_a_version_that_is_not_a_plain_registry_number_starts_nothing(version: object) -> None:
-    api, body = FakeApi(), event(version=version)
+    api, body = CiApiStandIn(), event(version=version)
     status, line = deliver(body, signed(body), api)
     assert status == 400, line
     assert line.startswith("refused: ") and "\n" not in line and len(line) < 200
@@ -370,7 +357,7 @@ def test_a_version_that_is_not_a_plain_registry_number_starts_nothing(version: o
     ],
 )
 def test_other_models_and_events_are_acknowledged_and_start_nothing(body: bytes, said: str) -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     status, line = deliver(body, signed(body), api)
     assert status == 200 and line.startswith(said), line
     assert api.requests == []
@@ -383,7 +370,7 @@ def test_without_a_secret_every_delivery_is_refused(monkeypatch, secret: str | N
         monkeypatch.delenv("MLFLOW_WEBHOOK_SECRET")
     else:
         monkeypatch.setenv("MLFLOW_WEBHOOK_SECRET", secret)
-    api = FakeApi()
+    api = CiApiStandIn()
     # when deliveries arrive, signed with an empty secret or with the real one
     for headers in (signed(BODY, secret=""), signed(BODY), {}):
         status, line = deliver(BODY, headers, api)
@@ -413,13 +400,13 @@ def test_an_unreachable_ci_system_is_a_502_with_the_reason_and_the_retry_may_sti
     assert line.startswith("the release of v3 was not requested: POST https://127.0.0.1:")
     assert "refused" in line.lower() and "docs/ci-github.md" in line
     # and MLflow's retry of that delivery (same id and timestamp) is not mistaken for a replay
-    api = FakeApi()
+    api = CiApiStandIn()
     assert handle_delivery(BODY, headers, NOW + 2, send=api.send, seen=seen)[0] == 202
     assert len(api.requests) == 1
 
 
 def test_a_ci_system_refusing_the_token_is_a_502_saying_what_the_token_needs() -> None:
-    api = FakeApi(
+    api = CiApiStandIn(
         error=ApprovalError("POST https://api.github.com/x failed: HTTP Error 403: Forbidden\n<html>")
     )
     status, line = deliver(BODY, signed(BODY), api)
@@ -438,7 +425,7 @@ def test_a_ci_system_refusing_the_token_is_a_502_saying_what_the_token_needs() -
 def test_a_receiver_without_its_ci_configuration_answers_502_naming_it(monkeypatch, change, named) -> None:
     for name, value in change.items():
         monkeypatch.setenv(name, value)
-    api = FakeApi()
+    api = CiApiStandIn()
     status, line = deliver(BODY, signed(BODY), api)
     assert status == 502 and named in line and "\n" not in line
     assert api.requests == []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import urllib.parse
-from collections.abc import Mapping
 
 import pytest
 
+from conftest import CiApiStandIn
 from {{ cookiecutter.package_name }} import ci
 from {{ cookiecutter.package_name }}.ci import ApprovalError, send_json
 from {{ cookiecutter.package_name }}.gitops import DEFAULT_BRANCH
@@ -31,23 +31,8 @@ JENKINS = {
 }
 
 
-class FakeApi:
-    """Records every call and answers it like the provider does (GitHub: 204 without a body)."""
-
-    def __init__(self, answer: object = None, error: Exception | None = None) -> None:
-        self.answer = answer
-        self.error = error
-        self.requests: list[tuple[str, str, dict[str, str], object]] = []
-
-    def send(self, method: str, url: str, headers: Mapping[str, str], body: object = None) -> object:
-        self.requests.append((method, url, dict(headers), body))
-        if self.error is not None:
-            raise self.error
-        return self.answer
-
-
 def test_github_dispatches_the_train_workflow_on_the_default_branch_with_the_reason() -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     said = request_retraining(REASON, GITHUB, send=api.send)
     ((method, url, headers, body),) = api.requests
     assert (method, url) == (
@@ -64,7 +49,7 @@ def test_github_dispatches_the_train_workflow_on_the_default_branch_with_the_rea
 
 
 def test_github_dispatches_another_workflow_on_another_api_when_told() -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     env = {**GITHUB, "GITHUB_API_URL": "https://ghe.example.com/api/v3/", "RETRAIN_WORKFLOW": "retrain.yaml"}
     request_retraining(REASON, env, send=api.send)
     assert api.requests[0][1] == (
@@ -73,7 +58,7 @@ def test_github_dispatches_another_workflow_on_another_api_when_told() -> None:
 
 
 def test_azure_runs_the_training_pipeline_with_the_reason_as_a_template_parameter() -> None:
-    api = FakeApi(answer={"id": 345, "state": "inProgress"})
+    api = CiApiStandIn(answer={"id": 345, "state": "inProgress"})
     said = request_retraining(REASON, AZURE, send=api.send)
     ((method, url, headers, body),) = api.requests
     assert (method, url) == (
@@ -89,7 +74,7 @@ def test_azure_runs_the_training_pipeline_with_the_reason_as_a_template_paramete
 
 
 def test_jenkins_builds_the_job_with_the_reason_as_its_parameter_and_an_api_token() -> None:
-    api = FakeApi()  # Jenkins answers 201 with a Location header and no body
+    api = CiApiStandIn()  # Jenkins answers 201 with a Location header and no body
     said = request_retraining(REASON, JENKINS, send=api.send)
     ((method, url, headers, body),) = api.requests
     base, query = url.split("?")
@@ -112,7 +97,7 @@ def test_jenkins_builds_the_job_with_the_reason_as_its_parameter_and_an_api_toke
     ],
 )
 def test_missing_variables_are_named_before_any_call(env: dict[str, str], missing: str) -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     with pytest.raises(ApprovalError, match=missing):
         request_retraining(REASON, env, send=api.send)
     assert api.requests == []
@@ -129,7 +114,7 @@ def test_missing_variables_are_named_before_any_call(env: dict[str, str], missin
 def test_a_pipeline_name_that_would_leave_its_api_path_is_refused_before_any_call(
     env: dict[str, str], named: str
 ) -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     with pytest.raises(ApprovalError, match=named):
         request_retraining(REASON, env, send=api.send)
     assert api.requests == []
@@ -137,7 +122,7 @@ def test_a_pipeline_name_that_would_leave_its_api_path_is_refused_before_any_cal
 
 @pytest.mark.parametrize("env", [GITHUB, AZURE, JENKINS])
 def test_a_refused_request_fails_in_one_line_saying_what_the_token_needs(env: dict[str, str]) -> None:
-    api = FakeApi(error=ApprovalError("POST https://x/y failed: HTTP Error 403: Forbidden\n<html>"))
+    api = CiApiStandIn(error=ApprovalError("POST https://x/y failed: HTTP Error 403: Forbidden\n<html>"))
     with pytest.raises(ApprovalError) as refused:
         request_retraining(REASON, env, send=api.send)
     message = str(refused.value)
@@ -146,13 +131,13 @@ def test_a_refused_request_fails_in_one_line_saying_what_the_token_needs(env: di
 
 
 def test_an_unreachable_ci_system_is_a_failure_not_a_silent_pass() -> None:
-    api = FakeApi(error=OSError("connection refused"))
+    api = CiApiStandIn(error=OSError("connection refused"))
     with pytest.raises(ApprovalError, match="retraining was not requested: connection refused"):
         request_retraining(REASON, GITHUB, send=api.send)
 
 
 def test_outside_ci_there_is_nothing_to_start() -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     with pytest.raises(ApprovalError, match="make train"):
         request_retraining(REASON, {}, send=api.send)
     assert api.requests == []
@@ -160,7 +145,7 @@ def test_outside_ci_there_is_nothing_to_start() -> None:
 
 def test_the_reason_is_sent_as_one_bounded_line_without_control_characters() -> None:
     # given a reason with newlines, a terminal escape, a bidi override and far too much text
-    api = FakeApi()
+    api = CiApiStandIn()
     hostile = "drift in price\n\r::set-output name=x::1\x1b[31m\u202e" + "x" * 10_000
     # when
     request_retraining(hostile, GITHUB, send=api.send)
@@ -173,13 +158,13 @@ def test_the_reason_is_sent_as_one_bounded_line_without_control_characters() -> 
 
 def test_the_reason_never_names_an_azure_pipeline_variable() -> None:
     # Azure expands $(name) in a step's environment: the reason must not reach the token that way.
-    api = FakeApi()
+    api = CiApiStandIn()
     request_retraining("drift $(System.AccessToken)", AZURE, send=api.send)
     assert api.requests[0][3]["templateParameters"]["reason"] == "drift $ (System.AccessToken)"
 
 
 def test_a_reason_of_nothing_visible_is_refused() -> None:
-    api = FakeApi()
+    api = CiApiStandIn()
     with pytest.raises(ApprovalError, match="needs a reason"):
         request_retraining("\n\t\u200b", GITHUB, send=api.send)
     assert api.requests == []
