@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -54,22 +55,26 @@ def make(project: Path, *targets: str, check: bool = True, **env: str) -> subpro
 
 @pytest.fixture(scope="session")
 def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One default project, installed (editable, with dev extras) into the shared venv."""
+    """One default project, installed (editable, with dev extras) into the shared venv.
+
+    Each xdist worker runs this once; the lock keeps two workers from installing into the venv at once."""
     project = render(tmp_path_factory.mktemp("installed"))
-    subprocess.run(
-        [
-            str(VENV / "bin" / "uv"),
-            "pip",
-            "install",
-            "--quiet",
-            "--compile-bytecode",  # every later process reads bytecode instead of compiling MLflow & co. again
-            "--python",
-            sys.executable,
-            "-e",
-            f"{project}[dev,monitor]",
-        ],
-        check=True,
-    )
+    with (VENV / ".installed_project.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        subprocess.run(
+            [
+                str(VENV / "bin" / "uv"),
+                "pip",
+                "install",
+                "--quiet",
+                "--compile-bytecode",  # every later process reads bytecode instead of compiling MLflow & co. again
+                "--python",
+                sys.executable,
+                "-e",
+                f"{project}[dev,monitor]",
+            ],
+            check=True,
+        )
     yield project
 
 
@@ -79,6 +84,18 @@ def use_rendered_package(project: Path) -> None:
     for name in [name for name in sys.modules if name.split(".")[0] == DEFAULT_PACKAGE]:
         del sys.modules[name]
     sys.path.insert(0, str(project / "src"))
+
+
+# Modules whose tests share an expensive module fixture (a trained project, a server, a rendered CI flow) run on
+# one xdist worker each (`--dist loadgroup`); the renders of test_render and the hook checks spread test by test.
+SPREAD_ACROSS_WORKERS = {"test_render", "test_hooks", "test_engines", "test_template_makefile"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__ if item.module else ""
+        if module not in SPREAD_ACROSS_WORKERS:
+            item.add_marker(pytest.mark.xdist_group(module))
 
 
 TOOLS = TEMPLATE / ".tools"
