@@ -86,18 +86,6 @@ def use_rendered_package(project: Path) -> None:
     sys.path.insert(0, str(project / "src"))
 
 
-# Modules whose tests share an expensive module fixture (a trained project, a server, a rendered CI flow) run on
-# one xdist worker each (`--dist loadgroup`); the renders of test_render and the hook checks spread test by test.
-SPREAD_ACROSS_WORKERS = {"test_render", "test_hooks", "test_engines", "test_template_makefile"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.module.__name__ if item.module else ""
-        if module not in SPREAD_ACROSS_WORKERS:
-            item.add_marker(pytest.mark.xdist_group(module))
-
-
 TOOLS = TEMPLATE / ".tools"
 
 
