@@ -36,6 +36,16 @@ ML_CORE = {
     "tests/test_training.py",
 }
 
+# Many models: one model per store x category, trained on local processes or Spark, released as one version.
+MANY_MODELS = {
+    "src/{package}/fitting.py",
+    "src/{package}/scenario_models.py",
+    "src/{package}/scenario_engines.py",
+    "src/{package}/spark_engine.py",
+    "tests/test_scenarios.py",
+    "bench/scenarios.py",
+}
+
 # Serving, back-test and its evidence report, promotion with GitOps pins, rollback and the local release flow.
 RELEASE = {
     "config/backtest.toml",
@@ -189,6 +199,7 @@ def expected_files(ci_provider: str, package: str) -> set[str]:
         for group in (
             COMMON,
             ML_CORE,
+            MANY_MODELS,
             RELEASE,
             DEPLOY,
             CI_RELEASE,

@@ -42,6 +42,10 @@ TARGETS = [
     ("pinned", "ENV", {}),
     ("release-pr", "ENV", {}),
     ("backtest-cluster", "VERSION", {}),
+    ("data", "SCENARIOS", {}),
+    ("train-scenarios", "ENGINE", {}),
+    ("lineage", "SCENARIO", {}),
+    ("bench-scenarios", "N", {}),
 ]
 
 

@@ -16,7 +16,8 @@ import mlflow
 from bench.workspace import workspace
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.data import TARGET, load_sales
-from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, TrainConfig, fit_and_evaluate, pip_requirements
+from {{ cookiecutter.package_name }}.fitting import TrainConfig, fit_and_evaluate
+from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, pip_requirements
 
 
 def train_log_register(frame, config: TrainConfig, model_name: str, explicit: bool) -> float:

@@ -13,8 +13,9 @@ from {{ cookiecutter.package_name }}.settings import Settings
 
 
 @contextmanager
-def workspace() -> Iterator[Settings]:
-    """Settings for a temp folder holding generated data, which is also the working directory meanwhile.
+def workspace(scenarios: int | None = None) -> Iterator[Settings]:
+    """Settings for a temp folder holding generated data (`scenarios` series, else the generator's default),
+    which is also the working directory meanwhile.
 
     MLflow puts a SQLite store's artifacts in ./mlruns, which would otherwise land in the project.
     """
@@ -22,5 +23,6 @@ def workspace() -> Iterator[Settings]:
         settings = Settings.in_folder(Path(folder), "bench-model")
         data = Path(settings.data_uri)
         data.parent.mkdir(parents=True)
-        generate_sales(newest_complete_week(date.today())).to_parquet(data, index=False)
+        frame = generate_sales(newest_complete_week(date.today()), scenarios=scenarios)
+        frame.to_parquet(data, index=False)
         yield settings

@@ -12,15 +12,9 @@ import pytest
 
 from {{ cookiecutter.package_name }} import provenance, registry
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
+from {{ cookiecutter.package_name }}.fitting import TrainConfig, fit_and_evaluate, time_split
 from {{ cookiecutter.package_name }}.snapshot import fingerprint, load_snapshot, save_snapshot
-from {{ cookiecutter.package_name }}.train import (
-    CONFIG_ARTIFACT,
-    DEFAULT_CONFIG,
-    TrainConfig,
-    fit_and_evaluate,
-    retrain_evidence,
-    time_split,
-)
+from {{ cookiecutter.package_name }}.train import CONFIG_ARTIFACT, DEFAULT_CONFIG, retrain_evidence
 
 FAST = TrainConfig(seed=7, test_weeks=8, model={"max_iter": 20, "learning_rate": 0.1})
 

@@ -30,12 +30,12 @@ def show_settings(settings: Settings, args: argparse.Namespace) -> int:
 def generate_data(settings: Settings, args: argparse.Namespace) -> int:
     from {{ cookiecutter.package_name }}.data import generate_data
 
-    return generate_data(settings)
+    return generate_data(settings, inputs.scenarios(args.scenarios))
 
 
 def validate_data(settings: Settings, args: argparse.Namespace) -> int:
     config_path = inputs.config(args.config)
-    from {{ cookiecutter.package_name }}.train import TrainConfig
+    from {{ cookiecutter.package_name }}.fitting import TrainConfig
     from {{ cookiecutter.package_name }}.validation import validate_data
 
     return validate_data(settings, TrainConfig.from_toml(config_path).min_series_weeks)
@@ -45,14 +45,15 @@ def train(settings: Settings, args: argparse.Namespace) -> int:
     config_path = inputs.config(args.config)
     from {{ cookiecutter.package_name }}.train import train
 
-    return train(settings, config_path)
+    return train(settings, config_path, args.granularity, inputs.engine(args.engine))
 
 
 def lineage(settings: Settings, args: argparse.Namespace) -> int:
     version = inputs.version(args.version, required=False)
+    scenario = inputs.scenario(args.scenario)
     from {{ cookiecutter.package_name }}.lineage import show_lineage
 
-    return show_lineage(settings, version, as_json=args.json)
+    return show_lineage(settings, version, as_json=args.json, scenario=scenario)
 
 
 def reproduce(settings: Settings, args: argparse.Namespace) -> int:
@@ -253,19 +254,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("settings", show_settings, "print the resolved settings")
     command("init-git", init_git, "make this folder a git repository with a first commit, if it is not one")
-    command("generate-data", generate_data, "write the synthetic example data set to DATA_URI")
+    command("generate-data", generate_data, "write the synthetic example data set to DATA_URI").add_argument(
+        "--scenarios", help="store x category series to generate (default: $SCENARIOS, else 40)"
+    )
     # Each option falls back to the environment variable make passes on (named in its help).
     version_help = "registry version number (default: $VERSION)"
     config_help = "training parameters, TOML (default: $CONFIG or config/train.toml)"
     command("validate-data", validate_data, "run the Great Expectations data gate on DATA_URI").add_argument(
         "--config", help=config_help
     )
-    command("train", train, "gate the data, train, log to MLflow, register a version").add_argument(
-        "--config", help=config_help
+    train_parser = command("train", train, "gate the data, train, log to MLflow, register a version")
+    train_parser.add_argument("--config", help=config_help)
+    train_parser.add_argument(
+        "--granularity",
+        choices=inputs.GRANULARITIES,
+        help="one global model, or one per scenario (default: the config's)",
+    )
+    train_parser.add_argument(
+        "--engine", help="where per-scenario fits run: local or spark (default: $ENGINE)"
     )
     lineage_parser = command("lineage", lineage, "show what a version was built from and its evidence")
     lineage_parser.add_argument("--version", help="registry version (default: $VERSION, else the newest)")
     lineage_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    lineage_parser.add_argument(
+        "--scenario", help="one scenario of a per-scenario version, STORE:CATEGORY (default: $SCENARIO)"
+    )
     command("versions", versions, "list every registered version with its stage, aliases and verdict")
     command(
         "reproduce", reproduce, "retrain a version from its snapshot and compare", "make reproduce VERSION=N"

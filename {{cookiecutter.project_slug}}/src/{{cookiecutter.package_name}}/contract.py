@@ -11,7 +11,10 @@ source is not Parquet; keep its promise: a frame, or `DataUnreadable` with one l
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the names below are read by light commands too (inputs): pandas loads with the data
+    import pandas as pd
 
 # ---------------------------------------------------------------- shape: columns, types, keys
 SERIES_COLUMNS = ["store_id", "category"]  # one time series per store x category
@@ -36,7 +39,7 @@ COLUMN_TYPES = {
 
 # ---------------------------------------------------------------- values
 CATEGORIES = ("beverages", "bakery", "dairy", "produce", "household")  # every category the model knows
-STORE_ID_PATTERN = r"^S[0-9]{2}$"  # store ids as your source writes them
+STORE_ID_PATTERN = r"^S[0-9]{2,4}$"  # store ids as your source writes them
 VALUE_RANGES = {"price": (0.05, 500), "discount": (0, 0.9), TARGET: (0, 100_000)}  # inclusive bounds
 FLAG_COLUMNS = ("promo", "holiday")  # 0 or 1
 WEEK_START_DAY = 0  # weekday every `week_start` falls on (Monday=0 ... Sunday=6), as datetime.weekday()
@@ -56,6 +59,8 @@ class DataUnreadable(Exception):
 
 def load_sales(uri: str) -> pd.DataFrame:
     """Read the raw sales data from a local path or any fsspec URL. TODO: your own reader, if not Parquet."""
+    import pandas as pd
+
     try:
         frame = pd.read_parquet(uri)
     except FileNotFoundError:

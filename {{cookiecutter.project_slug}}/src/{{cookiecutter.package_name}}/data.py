@@ -6,6 +6,7 @@ contract in `contract.py`. TODO: plug in your own data there (and via DATA_URI),
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from datetime import date, timedelta
@@ -19,6 +20,7 @@ from {{ cookiecutter.package_name }}.contract import (
     CATEGORIES,
     COLUMNS,
     KEY_COLUMNS,
+    SERIES_COLUMNS,
     TARGET,
     WEEK_START_DAY,
     load_sales,  # noqa: F401 - re-exported: callers still import it from here
@@ -30,21 +32,34 @@ HISTORY_WEEKS = 156
 SEED = 20240101
 
 
+def scenario_grid(scenarios: int | None) -> pd.DataFrame:
+    """The store x category series to generate: the default 8 stores x every category, or the first
+    `scenarios` of as many stores as they need (`make data SCENARIOS=N`)."""
+    if scenarios is None:
+        stores = STORES
+    else:
+        stores = tuple(f"S{number:02d}" for number in range(1, math.ceil(scenarios / len(CATEGORIES)) + 1))
+    grid = pd.MultiIndex.from_product([stores, CATEGORIES], names=SERIES_COLUMNS).to_frame(index=False)
+    return grid if scenarios is None else grid.head(scenarios)
+
+
 def newest_complete_week(today: date) -> date:
     """The start of the last full week before `today` (weeks start on the contract's WEEK_START_DAY)."""
     this_week = today - timedelta(days=(today.weekday() - WEEK_START_DAY) % 7)
     return this_week - timedelta(weeks=1)
 
 
-def generate_sales(end_week: date, weeks: int = HISTORY_WEEKS, seed: int = SEED) -> pd.DataFrame:
-    """Deterministic synthetic history: same end week and seed, same rows."""
+def generate_sales(
+    end_week: date, weeks: int = HISTORY_WEEKS, seed: int = SEED, scenarios: int | None = None
+) -> pd.DataFrame:
+    """Deterministic synthetic history: same end week, seed and scenario count, same rows."""
     rng = np.random.default_rng(seed)
     week_starts = pd.date_range(end=pd.Timestamp(end_week), periods=weeks, freq="7D")
-    grid = pd.MultiIndex.from_product([STORES, CATEGORIES, week_starts], names=KEY_COLUMNS).to_frame(
-        index=False
-    )
+    series = scenario_grid(scenarios)
+    grid = series.merge(pd.DataFrame({"week_start": week_starts}), how="cross")[KEY_COLUMNS]
     rows = len(grid)
-    store_size = dict(zip(STORES, rng.uniform(0.7, 1.5, len(STORES)), strict=True))
+    stores = tuple(series["store_id"].unique())
+    store_size = dict(zip(stores, rng.uniform(0.7, 1.5, len(stores)), strict=True))
     category_base = dict(zip(CATEGORIES, (120.0, 80.0, 150.0, 200.0, 60.0), strict=True))
     list_price = dict(zip(CATEGORIES, (2.5, 3.0, 1.8, 2.2, 6.5), strict=True))
 
@@ -71,7 +86,7 @@ def generate_sales(end_week: date, weeks: int = HISTORY_WEEKS, seed: int = SEED)
     return grid[COLUMNS]
 
 
-def generate_data(settings: Settings, today: date | None = None) -> int:
+def generate_data(settings: Settings, scenarios: int | None = None, today: date | None = None) -> int:
     """Entry point of `make data`: write the synthetic data set to DATA_URI (never over real data in CI)."""
     if ci.in_ci(os.environ) and variable("DATA_URI") is not None:
         print(
@@ -80,10 +95,14 @@ def generate_data(settings: Settings, today: date | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    frame = generate_sales(newest_complete_week(today or date.today()))
+    frame = generate_sales(newest_complete_week(today or date.today()), scenarios=scenarios)
     target = Path(settings.data_uri)
     target.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(target, index=False)
-    print(f"Wrote {len(frame)} rows of SYNTHETIC sales data to {target} (replace it via DATA_URI).")
+    series = frame.groupby(SERIES_COLUMNS).ngroups
+    print(
+        f"Wrote {len(frame)} rows ({series} store x category series) of SYNTHETIC sales data to {target}"
+        " (replace it via DATA_URI)."
+    )
     print("Next: make data-test (the data gate), then make train")
     return 0

@@ -14,9 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }}.contract import CATEGORIES, STORE_ID_PATTERN
 from {{ cookiecutter.package_name }}.settings import variable
 
 PORT = re.compile(r"[1-9][0-9]{0,4}")
+COUNT = re.compile(r"[1-9][0-9]{0,5}")
+MAX_SCENARIOS = 100_000  # a laptop's synthetic data set; real data names its own series
+ENGINES = ("local", "spark")
+GRANULARITIES = ("global", "per_scenario")  # config/train.toml `granularity`: one model, or one per scenario
 CONFIG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,200}\.toml")
 
 
@@ -92,3 +97,38 @@ def config(
             f"CONFIG={value!r} does not exist: pass a file under config/, e.g. config/train.toml"
         )
     return Path(value)
+
+
+def scenarios(given: str | None, env: Mapping[str, str] = os.environ, name: str = "SCENARIOS") -> int | None:
+    """SCENARIOS (or the benchmark's N): how many store x category series (None: the generator's default)."""
+    value = _value(given, name, env)
+    if value is None:
+        return None
+    if not COUNT.fullmatch(value) or int(value) > MAX_SCENARIOS:
+        raise InputError(
+            f"{name}={value!r} is not a number of series: pass a whole number from 1 to {MAX_SCENARIOS},"
+            f" e.g. {name}=500"
+        )
+    return int(value)
+
+
+def engine(given: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """ENGINE: where per-scenario fits run (local processes, or Spark)."""
+    value = _value(given, "ENGINE", env) or "local"
+    if value not in ENGINES:
+        raise InputError(f"ENGINE={value!r} is not an engine: pass ENGINE=local or ENGINE=spark")
+    return value
+
+
+def scenario(given: str | None, env: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
+    """SCENARIO: one store x category series, written STORE:CATEGORY as in the data (e.g. S01:dairy)."""
+    value = _value(given, "SCENARIO", env)
+    if value is None:
+        return None
+    store, _, category = value.partition(":")
+    if not re.fullmatch(STORE_ID_PATTERN.strip("^$"), store) or category not in CATEGORIES:
+        raise InputError(
+            f"SCENARIO={value!r} is not a scenario: pass STORE:CATEGORY, a store id and one of"
+            f" {', '.join(CATEGORIES)}, e.g. S01:dairy"
+        )
+    return store, category

@@ -44,6 +44,33 @@ def describe_version(client: MlflowClient, name: str, version: str) -> dict[str,
     }
 
 
+def describe_scenario(
+    client: MlflowClient, record: dict[str, Any], scenario: tuple[str, str]
+) -> dict[str, Any]:
+    """One scenario of a per-scenario version: its status, data slice and metrics, and the run (code,
+    params) its model came from."""
+    import mlflow
+
+    name = ":".join(scenario)
+    if record["evidence"].get(registry.GRANULARITY) != "per_scenario":
+        raise registry.RegistryError(
+            f"version {record['version']} is one global model, not one per scenario: ask without SCENARIO"
+        )
+    table = mlflow.artifacts.load_dict(f"runs:/{record['run_id']}/{registry.SCENARIOS_ARTIFACT}")
+    found = next((row for row in table if row["scenario"] == name), None)
+    if found is None:
+        raise registry.RegistryError(
+            f"version {record['version']} has no scenario {name}: it has {len(table)}, e.g."
+            f" {', '.join(row['scenario'] for row in table[:3])}"
+        )
+    run = client.get_run(found["run_id"])
+    return {
+        **found,
+        "code": {"git_sha": run.data.tags.get("git_sha"), "git_dirty": run.data.tags.get("git_dirty")},
+        "params": dict(sorted(run.data.params.items())),
+    }
+
+
 def _named(version: str) -> str:
     return version if version == "none" else f"v{version}"
 
@@ -106,8 +133,36 @@ def show_versions(settings: Settings) -> int:
     return 0
 
 
-def show_lineage(settings: Settings, version: str | None = None, as_json: bool = False) -> int:
-    """Entry point of `lineage`: print one version's record (the newest when none is named)."""
+def _scenario_as_text(record: dict[str, Any]) -> str:
+    scenario = record["scenario"]
+    lines = [f"{record['model']} version {record['version']}  scenario {scenario['scenario']}"]
+    for key in (
+        "status",
+        "reason",
+        "rows",
+        "weeks",
+        "data_fingerprint",
+        "mae",
+        "rmse",
+        "wape",
+        "bias",
+        "run_id",
+    ):
+        lines.append(f"  {key:<17} {scenario.get(key)}")
+    lines.append(f"  code              {scenario['code']['git_sha']} (dirty={scenario['code']['git_dirty']})")
+    lines.append("  params:")
+    lines += [f"    {key:<28} {value}" for key, value in scenario["params"].items()]
+    return "\n".join(lines)
+
+
+def show_lineage(
+    settings: Settings,
+    version: str | None = None,
+    as_json: bool = False,
+    scenario: tuple[str, str] | None = None,
+) -> int:
+    """Entry point of `lineage`: print one version's record (the newest when none is named), or one of its
+    scenarios' when SCENARIO names one."""
     client = registry.connect(settings)
     if version is None:
         newest = registry.latest_version(client, settings.model_name)
@@ -116,5 +171,10 @@ def show_lineage(settings: Settings, version: str | None = None, as_json: bool =
             return 1
         version = str(newest.version)
     record = describe_version(client, settings.model_name, version)
+    if scenario is not None:
+        brief = {key: record[key] for key in ("model", "version", "stage", "aliases")}
+        record = {**brief, "scenario": describe_scenario(client, record, scenario)}
+        print(json.dumps(record, indent=2) if as_json else _scenario_as_text(record))
+        return 0
     print(json.dumps(record, indent=2) if as_json else _as_text(record))
     return 0

@@ -58,6 +58,8 @@ BACKTEST_EVIDENCE = (
 )
 # Why a version was trained, when monitoring asked for it (the CI trigger passes it; train.py records it).
 RETRAIN_REASON = "retrain_reason"
+GRANULARITY = "granularity"  # "global", or "per_scenario": the version holds one model per scenario
+SCENARIOS_ARTIFACT = "scenarios/scenarios.json"  # a per-scenario run's table: status, slice, metrics, run
 # Written by `make monitor` on the version it watched: the newest verdict, why, and where its report is.
 MONITORING_EVIDENCE = ("monitor_at", "monitor_verdict", "monitor_reason", "monitor_report")
 VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")

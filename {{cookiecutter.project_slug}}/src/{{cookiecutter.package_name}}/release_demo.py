@@ -15,9 +15,10 @@ from pathlib import Path
 from {{ cookiecutter.package_name }} import gitops, registry
 from {{ cookiecutter.package_name }}.backtest import run_backtest
 from {{ cookiecutter.package_name }}.data import generate_data
+from {{ cookiecutter.package_name }}.fitting import TrainConfig
 from {{ cookiecutter.package_name }}.promote import promote, rollback
 from {{ cookiecutter.package_name }}.settings import Settings
-from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, TrainConfig, train
+from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, train
 from {{ cookiecutter.package_name }}.validation import validate_data
 
 WORSE_CONFIG = Path("config/train-worse.toml")

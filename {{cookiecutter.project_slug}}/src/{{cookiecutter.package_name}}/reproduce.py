@@ -8,9 +8,10 @@ import numpy as np
 
 from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.data import TARGET
+from {{ cookiecutter.package_name }}.fitting import TrainConfig, fit_and_evaluate
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
-from {{ cookiecutter.package_name }}.train import CONFIG_ARTIFACT, TrainConfig, fit_and_evaluate
+from {{ cookiecutter.package_name }}.train import CONFIG_ARTIFACT
 
 TOLERANCE = 1e-9
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 import numpy as np
 import pandas as pd
-from bentoml.validators import DataframeSchema
+from bentoml.validators import ContentType, DataframeSchema
 from pydantic import BeforeValidator
 
 from {{ cookiecutter.package_name }}.contract import (
@@ -37,6 +38,7 @@ from {{ cookiecutter.package_name }}.contract import (
     TARGET,
 )
 from {{ cookiecutter.package_name }}.registry import parse_version
+from {{ cookiecutter.package_name }}.scenario_models import ScenarioModels
 
 INPUTS = [column for column in COLUMNS if column != TARGET]  # what a request sends for each row
 MODEL_DIR = Path(os.environ.get("MODEL_DIR", "/opt/models"))
@@ -44,6 +46,8 @@ SERVED = os.environ.get("MODEL_VERSIONS") or os.environ.get("MODEL_VERSION", "")
 VERSIONS = [version.strip() for version in SERVED.split(",")]
 BATCH_MAX_ROWS = int(os.environ.get("BATCH_MAX_ROWS", "1024"))  # a back-test window fits in one batch
 BATCH_MAX_LATENCY_MS = int(os.environ.get("BATCH_MAX_LATENCY_MS", "10000"))
+SCENARIO_AT = (INPUTS.index("store_id"), INPUTS.index("category"))
+KNOWN_SCENARIOS: dict[str, frozenset[str]] = {}  # per-scenario versions only, filled as each model loads
 
 
 def _text(value: Any) -> str:
@@ -96,6 +100,22 @@ def rows_from_split(payload: Any) -> np.ndarray:
     return rows
 
 
+def rows_for_version(version: str, payload: Any) -> np.ndarray:
+    """`rows_from_split`, then, for a per-scenario version, refuse rows naming a scenario it has no model for:
+    checked per request, so one such row fails its own request and never a batch it would have joined."""
+    rows = rows_from_split(payload)
+    known = KNOWN_SCENARIOS.get(version)
+    if known is not None:
+        names = {f"{row[SCENARIO_AT[0]]}:{row[SCENARIO_AT[1]]}" for row in rows}
+        unknown = sorted(names - known)
+        if unknown:
+            raise ValueError(
+                f"no model for scenario {', '.join(unknown[:5])} in version {version}: it serves"
+                f" {len(known)} scenarios (STORE:CATEGORY), never another scenario's forecast"
+            )
+    return rows
+
+
 def frame_of(rows: np.ndarray) -> pd.DataFrame:
     """Checked rows (of one or many requests) as the frame the model was trained on, column types included."""
     return pd.DataFrame(rows, columns=INPUTS).astype(DTYPES)
@@ -113,8 +133,8 @@ def load_model(folder: Path) -> Any:
         return cloudpickle.load(pickled)  # nosec B301 # our own registry's model, exported by serve.py/image.py
 
 
-SplitRows = Annotated[np.ndarray, BeforeValidator(rows_from_split)]
-Predictions = Annotated[pd.DataFrame, DataframeSchema(orient="columns")]  # {"predictions": [...]}
+# {"predictions": [...]}; the content type is stated so BentoML does not rebuild a JSON schema per response
+Predictions = Annotated[pd.DataFrame, DataframeSchema(orient="columns"), ContentType("application/json")]
 
 
 class _Scoring:
@@ -127,6 +147,9 @@ class _Scoring:
         if missing:
             raise RuntimeError(f"no exported model for version(s) {missing} under {MODEL_DIR}")
         self.models = {version: load_model(MODEL_DIR / version) for version in VERSIONS}
+        for version, model in self.models.items():
+            if isinstance(model, ScenarioModels):
+                KNOWN_SCENARIOS[version] = frozenset(model.scenarios)
 
     def predict(self, version: str, rows: np.ndarray) -> pd.DataFrame:
         return pd.DataFrame({"predictions": self.models[version].predict(frame_of(rows))})
@@ -135,8 +158,13 @@ class _Scoring:
 def _endpoint(version: str, route: str) -> Any:
     """One batchable endpoint per version: a batch never mixes versions."""
 
-    def invocations(self: _Scoring, dataframe_split: SplitRows) -> Predictions:
+    def invocations(self: _Scoring, dataframe_split: np.ndarray) -> Predictions:
         return self.predict(version, dataframe_split)
+
+    # Each version checks its own requests (its scenarios), so its input type is made here.
+    invocations.__annotations__["dataframe_split"] = Annotated[
+        np.ndarray, BeforeValidator(partial(rows_for_version, version))
+    ]
 
     return bentoml.api(
         invocations,
@@ -160,4 +188,5 @@ Scoring = bentoml.service(
     workers=1,
     traffic={"timeout": 60},
     logging={"access": {"enabled": False}},  # an access line per request costs more CPU than the prediction
+    tracing={"excluded_urls": "invocations"},  # no tracing span per scoring request: ~25% more requests/s
 )

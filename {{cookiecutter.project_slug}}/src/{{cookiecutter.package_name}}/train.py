@@ -9,28 +9,33 @@ import os
 import shutil
 import sys
 import tempfile
-import tomllib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
-from sklearn.pipeline import Pipeline
 
 from {{ cookiecutter.package_name }} import ci, provenance, registry
 from {{ cookiecutter.package_name }}.contract import TARGET, DataUnreadable, load_sales
 from {{ cookiecutter.package_name }}.evaluate import (
-    forecast_metrics,
     forecast_vs_actual_plot,
     importance_plot,
     residuals_plot,
 )
 from {{ cookiecutter.package_name }}.evidence import DATA_DOCS_ARTIFACT_DIR, GATE_SUMMARY_ARTIFACT
-from {{ cookiecutter.package_name }}.features import build_pipeline
+from {{ cookiecutter.package_name }}.fitting import (
+    ScenarioFitsFailed,
+    TrainConfig,
+    TrainingResult,
+    fit_and_evaluate,
+    scenario_counts,
+    scenario_records,
+    scenario_summary,
+)
 from {{ cookiecutter.package_name }}.retrain_trigger import REASON_VARIABLE, clean_reason
+from {{ cookiecutter.package_name }}.scenario_models import scenario_names
 from {{ cookiecutter.package_name }}.settings import Settings, variable
 from {{ cookiecutter.package_name }}.snapshot import SNAPSHOT_ARTIFACT_DIR, fingerprint, save_snapshot
 from {{ cookiecutter.package_name }}.validation import SUITE_NAME, ValidationReport, asset_name, validate_sales
@@ -39,62 +44,7 @@ DEFAULT_CONFIG = Path("config/train.toml")
 MODEL_ARTIFACT = "model"
 CONFIG_ARTIFACT = "config/train.json"  # the exact config, typed: what `reproduce` trains from
 PACKAGE_DIR = Path(__file__).resolve().parent
-MIN_TRAIN_WEEKS = 26  # every series needs this much history before its hold-out
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training parameters, read from a TOML file and logged flat to MLflow."""
-
-    seed: int
-    test_weeks: int
-    model: dict[str, Any]
-
-    @classmethod
-    def from_toml(cls, path: Path) -> TrainConfig:
-        return cls.from_dict(tomllib.loads(path.read_text()))
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
-        """From the TOML file or the logged JSON artefact: values keep their types (str, bool, numbers)."""
-        return cls(seed=int(raw["seed"]), test_weeks=int(raw["test_weeks"]), model=dict(raw["model"]))
-
-    def as_params(self) -> dict[str, Any]:
-        """Flat, for MLflow's params view; `reproduce` reads the typed artefact instead."""
-        return {
-            "seed": self.seed,
-            "test_weeks": self.test_weeks,
-            **{f"model.{k}": v for k, v in self.model.items()},
-        }
-
-    @property
-    def min_series_weeks(self) -> int:
-        """Weeks of history every store x category series needs: training weeks plus the hold-out."""
-        return MIN_TRAIN_WEEKS + self.test_weeks
-
-
-@dataclass(frozen=True)
-class TrainingResult:
-    pipeline: Pipeline
-    test: pd.DataFrame
-    predictions: np.ndarray
-    metrics: dict[str, float]
-
-
-def time_split(frame: pd.DataFrame, test_weeks: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out the newest weeks: a forecast is judged on weeks it has not seen."""
-    cutoff = np.sort(frame["week_start"].unique())[-test_weeks]
-    return frame[frame["week_start"] < cutoff], frame[frame["week_start"] >= cutoff]
-
-
-def fit_and_evaluate(frame: pd.DataFrame, config: TrainConfig) -> TrainingResult:
-    """Deterministic: the same frame and config give the same model and predictions."""
-    ordered = frame.sort_values(["week_start", "store_id", "category"], ignore_index=True)
-    train_rows, test_rows = time_split(ordered, config.test_weeks)
-    pipeline = build_pipeline(config.model, config.seed)
-    pipeline.fit(train_rows.drop(columns=TARGET), train_rows[TARGET])
-    predictions = pipeline.predict(test_rows.drop(columns=TARGET))
-    return TrainingResult(pipeline, test_rows, predictions, forecast_metrics(test_rows[TARGET], predictions))
+IMPORTANCE_SCENARIOS = 5  # the importance plot averages this many scenarios (each costs ~0.2 s)
 
 
 def pip_requirements() -> list[str]:
@@ -105,17 +55,25 @@ def pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in names]
 
 
-def _importances(result: TrainingResult, seed: int) -> pd.Series:
-    features = result.test.drop(columns=TARGET)
+def _importance(model: Any, test: pd.DataFrame, seed: int) -> pd.Series:
+    features = test.drop(columns=TARGET)
     scores = permutation_importance(
-        result.pipeline,
-        features,
-        result.test[TARGET],
-        scoring="neg_mean_absolute_error",
-        n_repeats=3,
-        random_state=seed,
+        model, features, test[TARGET], scoring="neg_mean_absolute_error", n_repeats=3, random_state=seed
     )
     return pd.Series(scores.importances_mean, index=features.columns)
+
+
+def _importances(result: TrainingResult, seed: int) -> pd.Series:
+    """Permutation importance of the model; per scenario, each model on its own hold-out rows (shuffling a
+    scenario's store id across scenarios would ask models that do not exist), averaged over a sample."""
+    if result.scenarios is None:
+        return _importance(result.pipeline, result.test, seed)
+    names = scenario_names(result.test)
+    sampled = names.unique()[:IMPORTANCE_SCENARIOS]
+    return pd.concat(
+        [_importance(result.pipeline.model(name), result.test[names == name], seed) for name in sampled],
+        axis=1,
+    ).mean(axis=1)
 
 
 def _log_data_docs(docs_dir: Path) -> None:
@@ -144,6 +102,10 @@ def _log_run(
     mlflow.log_params(config.as_params())
     mlflow.log_dict(asdict(config), CONFIG_ARTIFACT)
     mlflow.log_metrics(result.metrics)
+    if result.scenarios is not None:
+        run_id = mlflow.active_run().info.run_id
+        mlflow.log_metrics(scenario_counts(result.scenarios))
+        mlflow.log_dict(scenario_records(result.scenarios, run_id), registry.SCENARIOS_ARTIFACT)
     mlflow.set_tags({"data_fingerprint": data_fp, "env_lock_hash": provenance.lock_hash(lock)})
     mlflow.log_input(
         mlflow.data.from_pandas(frame, source=str(snapshot), targets=TARGET, name="sales"), context="training"
@@ -187,8 +149,14 @@ def end_stale_runs(client: Any, experiment_id: str) -> None:
         print(f"Marked run {run.info.run_id} KILLED: its training died before finishing.")
 
 
-def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
-    """Entry point of `make train`. Returns the exit code; refuses bad data before any run is created.
+def train(
+    settings: Settings,
+    config_path: Path = DEFAULT_CONFIG,
+    granularity: str | None = None,
+    engine: str = "local",
+) -> int:
+    """Entry point of `make train` (and `make train-scenarios`, which passes granularity="per_scenario").
+    Returns the exit code; refuses bad data, and failed scenario fits beyond the policy, before any run.
 
     The version is registered with all its evidence in one call, after everything else is logged: a
     training that dies part-way leaves no version, and its run is ended by the next training.
@@ -202,7 +170,7 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
         )
         return 1
     trained_by = ci.trainer_identity(os.environ)
-    config = TrainConfig.from_toml(config_path)
+    config = TrainConfig.from_toml(config_path).with_granularity(granularity)
     try:
         frame = load_sales(settings.data_uri)
     except DataUnreadable as error:
@@ -233,7 +201,13 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
         )
         return 1
     snapshot = save_snapshot(frame, settings.snapshot_dir, data_fp)
-    result = fit_and_evaluate(frame, config)
+    try:
+        result = fit_and_evaluate(frame, config, engine)
+    except ScenarioFitsFailed as error:
+        print(f"Training refused: {error}. No run was logged.", file=sys.stderr)
+        return 1
+    if result.scenarios is not None:
+        print(scenario_summary(result.scenarios, engine))
     # One commit names the code: the run's source commit and the version's git_sha are the same value.
     git_sha, git_dirty = provenance.git_sha(), str(provenance.git_dirty()).lower()
 
@@ -254,6 +228,7 @@ def train(settings: Settings, config_path: Path = DEFAULT_CONFIG) -> int:
             "trained_by": trained_by,
             "ci_run_url": ci.ci_run_url(os.environ),
             "config": str(config_path),
+            registry.GRANULARITY: config.granularity,
             **retrain_evidence(os.environ),
         }
         version = registry.register_version(

@@ -1,0 +1,113 @@
+"""Many models on a rendered project: one model per store x category, released through the same gates as one.
+
+Runs the rendered project's own `make` targets: synthetic data of 12 scenarios, per-scenario training,
+back-test, staging, production, a second version, rollback; then serves a per-scenario version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import DEFAULT_PACKAGE, make, project_env, render, run, use_rendered_package
+from scoring import post_raw, post_rows, predict_in_process, read_rows
+from servers import free_port
+from test_ml_flow import commit_all, wait_for
+
+pytestmark = pytest.mark.e2e
+SCENARIOS = 12
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory, installed_project) -> tuple[Path, dict[str, str]]:
+    """Two per-scenario versions through the whole gated flow, then production rolled back to the first."""
+    project = render(tmp_path_factory.mktemp("many-models"))
+    commit_all(project)
+    outputs = {"data": make(project, "data", SCENARIOS=str(SCENARIOS)).stdout}
+    for version in ("1", "2"):  # the same data and seed: v2 equals v1, so its back-test passes
+        outputs[f"train v{version}"] = make(project, "train-scenarios").stdout
+        make(project, "backtest", VERSION=version)
+        make(project, "promote", VERSION=version, ENV="staging", APPROVER="alice")
+        make(project, "promote", VERSION=version, ENV="production", APPROVER="bob")
+    make(project, "rollback", ENV="production", APPROVER="carol")
+    return project, outputs
+
+
+def registered_models(project: Path) -> dict[str, int]:
+    """Each registered model of the project's store and how many versions it holds."""
+    script = (
+        "import json, mlflow; c = mlflow.MlflowClient('sqlite:///mlflow.db', 'sqlite:///mlflow.db');"
+        "print(json.dumps({m.name: len(c.search_model_versions(f\"name = '{m.name}'\"))"
+        " for m in c.search_registered_models()}))"
+    )
+    return json.loads(run(["python", "-c", script], project).stdout)
+
+
+def test_each_training_adds_one_version_whatever_the_number_of_scenarios(released):
+    project, outputs = released
+    assert f"({SCENARIOS} store x category series)" in outputs["data"]
+    assert f"Per-scenario fits on engine local: {SCENARIOS} trained, 0 skipped, 0 failed" in outputs["train v1"]
+    # two trainings: two versions of the model; one copy per release in each environment's model
+    assert registered_models(project) == {
+        "demand-forecast-model": 2,
+        "demand-forecast-model-staging": 2,
+        "demand-forecast-model-production": 3,  # two promotions and the rollback
+    }
+
+
+def test_production_rolled_back_to_the_first_per_scenario_version(released):
+    project, _ = released
+    assert "MODEL_VERSION=1" in (project / "deploy" / "production" / "model.env").read_text()
+    assert "MODEL_VERSION=2" in (project / "deploy" / "staging" / "model.env").read_text()
+
+
+def test_lineage_answers_for_one_scenario_of_a_released_version(released):
+    project, _ = released
+    result = run(["python", "-m", DEFAULT_PACKAGE, "lineage", "--json"], project, VERSION="1", SCENARIO="S02:dairy")
+    record = json.loads(result.stdout)
+    assert record["aliases"] == ["production"]
+    scenario = record["scenario"]
+    assert scenario["scenario"] == "S02:dairy" and scenario["status"] == "trained"
+    assert len(scenario["data_fingerprint"]) == 64 and scenario["params"]["granularity"] == "per_scenario"
+    refused = make(project, "lineage", check=False, VERSION="1", SCENARIO="S09:dairy")
+    assert refused.returncode != 0
+    assert "version 1 has no scenario S09:dairy" in refused.stderr
+
+
+def test_the_server_answers_each_scenario_with_its_own_model_and_refuses_an_unknown_one(released):
+    project, _ = released
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "serve", "VERSION=1", f"PORT={port}"],
+        cwd=project,
+        env=project_env(project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"{url}/readyz", server)
+        rows = read_rows(project).tail(3 * SCENARIOS).drop(columns="units_sold").reset_index(drop=True)
+        singles = [post_rows(f"{url}/invocations", rows.iloc[[index]])[0] for index in range(SCENARIOS)]
+        batch = post_rows(f"{url}/invocations", rows)
+        unknown = rows.head(2).assign(store_id=["S01", "S77"])
+        status, body = post_raw(
+            f"{url}/invocations",
+            {"dataframe_split": json.loads(unknown.to_json(orient="split", index=False, date_format="iso"))},
+        )
+        after = post_rows(f"{url}/invocations", rows.head(1))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    use_rendered_package(project)  # the version unpickles the rendered package's ScenarioModels
+    expected = predict_in_process(project, rows)
+    assert singles == pytest.approx(expected[:SCENARIOS], rel=1e-9)
+    assert batch == pytest.approx(expected, rel=1e-9)
+    assert status == 400 and "no model for scenario S77:" in body  # never another scenario's forecast
+    assert after == pytest.approx(expected[:1], rel=1e-9)  # and the server keeps serving

@@ -1,0 +1,118 @@
+"""Benchmark: per-scenario training at scale: N scenarios gated, fitted and registered as ONE version.
+
+Run: `make bench-scenarios N=500 [ENGINE=local|spark]` (or `python -m bench.scenarios 500`). In one run: the
+whole per-scenario training of N synthetic scenarios as `make train-scenarios` runs it (data gate, fits,
+logging, one registry version), then, for comparison, naive per-model logging on a sample of the same
+scenarios (fit, then `mlflow.sklearn.log_model` with inferred requirements into its own registered model).
+Memory is the peak resident size of the training and its worker processes together. Prints, last:
+`scenarios=N seconds=S per_scenario=P naive_per_model=Q speedup=R peak_rss_mb=M`.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from bench.workspace import workspace
+from {{ cookiecutter.package_name }} import inputs, registry
+from {{ cookiecutter.package_name }}.contract import TARGET, load_sales
+from {{ cookiecutter.package_name }}.fitting import TrainConfig, fit_global
+from {{ cookiecutter.package_name }}.scenario_models import scenario_names
+from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, train
+
+ROOT = Path(__file__).resolve().parents[1]
+NAIVE_SAMPLE = 3  # scenarios logged the naive way: 10-17 s each, so a sample, not all N
+
+
+def peak_rss_mb(work: Callable[[], Any]) -> tuple[Any, float]:
+    """Run `work`; its result and the peak resident memory of this process and all its descendants, in MB."""
+    import psutil
+
+    me, peak, done = psutil.Process(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.1):
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:  # a worker that just ended
+                    continue
+            peak[0] = max(peak[0], total)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, peak[0] / 2**20
+
+
+def naive_per_model(settings: Any, config: TrainConfig, sample: int) -> float:
+    """Seconds per model when each scenario is fitted, logged and registered on its own, the naive way."""
+    import mlflow
+
+    frame = load_sales(settings.data_uri)
+    names = scenario_names(frame)
+    mlflow.set_experiment("bench-naive")
+    started = time.perf_counter()
+    for index, name in enumerate(names.unique()[:sample]):
+        result = fit_global(frame[names == name], config.for_one_scenario())
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                result.pipeline,
+                name="model",
+                input_example=result.test.drop(columns=TARGET).head(5),
+                serialization_format="cloudpickle",
+                registered_model_name=f"{settings.model_name}-naive-{index}",
+            )
+    return (time.perf_counter() - started) / sample
+
+
+def main(scenarios: int, engine: str) -> int:
+    config = TrainConfig.from_toml(ROOT / DEFAULT_CONFIG)
+    with workspace(scenarios=scenarios) as settings:
+        print(f"Training {scenarios} scenarios as one version on engine {engine} ...", flush=True)
+        log = StringIO()
+        started = time.perf_counter()
+        with redirect_stdout(log):
+            code, peak_mb = peak_rss_mb(
+                lambda: train(settings, ROOT / DEFAULT_CONFIG, granularity="per_scenario", engine=engine)
+            )
+        seconds = time.perf_counter() - started
+        if code != 0:
+            print(log.getvalue()[-2000:], file=sys.stderr)
+            print(f"bench-scenarios: the per-scenario training failed (exit {code})", file=sys.stderr)
+            return 1
+        client = registry.connect(settings)
+        models = client.search_registered_models()
+        versions = client.search_model_versions(f"name = '{settings.model_name}'")
+        print(f"registry after training     {len(models)} registered model(s), {len(versions)} version(s)")
+        print(f"Naive per-model logging of {NAIVE_SAMPLE} of them, for comparison ...", flush=True)
+        naive = naive_per_model(settings, config, NAIVE_SAMPLE)
+    per_scenario = seconds / scenarios
+    print(f"training, {scenarios} scenarios   {seconds:.1f} s ({per_scenario:.3f} s per scenario)")
+    print(f"naive per-model logging     {naive:.2f} s per model")
+    print(
+        f"scenarios={scenarios} seconds={seconds:.1f} per_scenario={per_scenario:.4f}"
+        f" naive_per_model={naive:.2f} speedup={naive / per_scenario:.0f} peak_rss_mb={peak_mb:.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        count = inputs.scenarios(sys.argv[1] if len(sys.argv) > 1 else None, name="N") or 500
+        chosen = inputs.engine(None)
+    except inputs.InputError as error:
+        print(f"bench-scenarios: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(main(count, chosen))
