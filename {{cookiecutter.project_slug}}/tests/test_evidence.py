@@ -403,3 +403,48 @@ def test_the_data_docs_a_version_links_to_name_the_data_and_the_gate_run(sales, 
         text = (tmp_path / "docs" / page).read_text()
         assert "https://store.example.com/sales.parquet (sha256 0123456789ab)" in text, page
         assert "train-0123" in text and "SECRET" not in text
+
+
+def test_a_per_scenario_version_summarises_its_scenarios_worst_first_and_why_some_were_not_trained(
+    client, settings, capsys
+):
+    # given a per-scenario version: 7 trained scenarios, one skipped, one failed whose reason has markup
+    table = [
+        {"scenario": f"S0{index}:dairy", "status": "trained", "reason": "", "rows": 104, "wape": index / 100}
+        for index in range(1, 8)
+    ]
+    table += [
+        {"scenario": "S08:dairy", "status": "skipped", "reason": "21 weeks of history, needs 52", "rows": 21},
+        {
+            "scenario": "S09:dairy",
+            "status": "failed",
+            "reason": "ValueError: <script>x</script>",
+            "rows": 104,
+        },
+    ]
+    version = new_version(
+        client, settings, tags={**TAGS, registry.GRANULARITY: "per_scenario"}, backtest=record()
+    )
+    run_id = client.get_model_version(settings.model_name, version).run_id
+    client.log_dict(run_id, table, registry.SCENARIOS_ARTIFACT)
+    # when its evidence is written
+    markdown, page, _ = write(client, settings, version, capsys)
+    # then the counts, the five worst trained scenarios (worst first) and every untrained one with its reason
+    assert "9 scenarios: 7 trained, 1 skipped, 1 failed" in markdown
+    listed = [line.split("|")[1].strip() for line in markdown.splitlines() if line.startswith("| S0")]
+    assert listed == [
+        "S07:dairy",
+        "S06:dairy",
+        "S05:dairy",
+        "S04:dairy",
+        "S03:dairy",
+        "S08:dairy",
+        "S09:dairy",
+    ]
+    assert "| S08:dairy | skipped | - | 21 | 21 weeks of history, needs 52 |" in markdown
+    text = " ".join(visible_text(page).split())
+    assert "9 scenarios: 7 trained, 1 skipped, 1 failed" in text and "ValueError: <script>x</script>" in text
+    assert "<script>" not in page
+    # and a global version has no such section
+    global_markdown, global_page, _ = write(client, settings, new_version(client, settings), capsys)
+    assert "Scenarios" not in global_markdown + global_page

@@ -71,6 +71,18 @@ def _gate(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
+def _scenarios(client: MlflowClient, run_id: str, tags: dict[str, str]) -> list[dict[str, Any]] | None:
+    """A per-scenario training's table of its scenarios; None for a global model, [] when it is missing."""
+    if tags.get(registry.GRANULARITY) != "per_scenario":
+        return None
+    text = _artifact_text(client, run_id, registry.SCENARIOS_ARTIFACT)
+    try:
+        table = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [row for row in table if isinstance(row, dict)] if isinstance(table, list) else []
+
+
 def _local_folder(artifact_uri: str) -> Path | None:
     """The folder of a run's artefacts when it is on this machine's file system."""
     parts = urllib.parse.urlsplit(artifact_uri)
@@ -120,6 +132,7 @@ def gather(client: MlflowClient, settings: Settings, version: str) -> Evidence:
         gate=gate,
         docs_links=_docs_links(settings.tracking_uri, client.get_run(run_id), (gate or {}).get("pages")),
         releases=_releases(registry.release_tags(client, settings.model_name), version),
+        scenarios=_scenarios(client, run_id, tags),
     )
 
 

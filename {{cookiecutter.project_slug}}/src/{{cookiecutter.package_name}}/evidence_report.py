@@ -34,6 +34,7 @@ class Evidence:
     gate: dict[str, Any] | None  # the data gate's summary, as logged with the training run
     docs_links: dict[str, str]  # suite -> that run's Data Docs page
     releases: list[dict[str, str]]  # release history entries naming this version
+    scenarios: list[dict[str, Any]] | None = None  # per-scenario versions: the training's table per scenario
 
     def tag(self, key: str) -> str:
         return self.tags.get(key, "").strip() or NOT_RECORDED
@@ -195,6 +196,50 @@ def short_form(evidence: Evidence) -> str:
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|#!~])")
 
 
+SCENARIO_HEADER = ("scenario", "status", "hold-out WAPE", "rows", "why not trained")
+WORST_SCENARIOS = 5  # the report lists these many worst trained scenarios; the whole table is on the run
+
+
+def scenario_summary(scenarios: list[dict[str, Any]]) -> str:
+    """How many scenarios were trained, skipped and failed, in one line."""
+    if not scenarios:
+        return f"{NOT_RECORDED}: the run has no per-scenario table"
+    counts = {
+        status: sum(row.get("status") == status for row in scenarios)
+        for status in ("trained", "skipped", "failed")
+    }
+    return f"{len(scenarios)} scenarios: " + ", ".join(
+        f"{count} {status}" for status, count in counts.items()
+    )
+
+
+def scenario_rows(scenarios: list[dict[str, Any]]) -> list[list[str]]:
+    """The worst trained scenarios by hold-out WAPE, then every scenario not trained, with its reason."""
+
+    def wape(row: dict[str, Any]) -> float:
+        value = row.get("wape")
+        return float(value) if isinstance(value, int | float) else float("inf")
+
+    trained = sorted((row for row in scenarios if row.get("status") == "trained"), key=wape, reverse=True)
+    others = [row for row in scenarios if row.get("status") != "trained"]
+    return [
+        [
+            str(row.get("scenario", "")),
+            str(row.get("status", "")),
+            f"{wape(row):.4f}" if row.get("status") == "trained" else "-",
+            str(row.get("rows", "")),
+            str(row.get("reason") or ""),
+        ]
+        for row in [*trained[:WORST_SCENARIOS], *others]
+    ]
+
+
+SCENARIOS_NOTE = (
+    "Worst scenarios by hold-out WAPE, then those not trained;"
+    " every scenario: scenarios/scenarios.json on the run."
+)
+
+
 def md(value: object) -> str:
     """A value as literal Markdown text: no markup, HTML, link or table-cell break gets through."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
@@ -237,6 +282,9 @@ def markdown(evidence: Evidence, page_name: str) -> str:
     ]
     if evidence.backtest:
         lines += ["### Back-test windows", "", *md_table(WINDOW_HEADER, window_rows(evidence.backtest)), ""]
+    if evidence.scenarios is not None:
+        lines += ["### Scenarios", "", md(scenario_summary(evidence.scenarios)), "", md(SCENARIOS_NOTE), ""]
+        lines += [*md_table(SCENARIO_HEADER, scenario_rows(evidence.scenarios)), ""]
     lines += ["### Approval history", ""]
     lines += md_table(APPROVAL_HEADER, approval_rows(evidence)) if evidence.releases else [NEVER_PROMOTED]
     lines += [
@@ -292,6 +340,13 @@ def html_page(evidence: Evidence) -> str:
         backtest = f"<h2>Back-test windows</h2>\n{window_plot(record)}{table}"
     else:
         backtest = f'<h2>Back-test</h2>\n<p class="missing">{html.escape(evidence.backtest_missing)}</p>'
+    scenarios = ""
+    if evidence.scenarios is not None:
+        scenarios = (
+            f"<h2>Scenarios</h2>\n<p>{html.escape(scenario_summary(evidence.scenarios))}</p>\n"
+            f'<p class="missing">{html.escape(SCENARIOS_NOTE)}</p>\n'
+            f"{html_table(SCENARIO_HEADER, scenario_rows(evidence.scenarios))}"
+        )
     approvals = (
         html_table(APPROVAL_HEADER, approval_rows(evidence))
         if evidence.releases
@@ -314,6 +369,7 @@ def html_page(evidence: Evidence) -> str:
 {"".join(map(_html_fact, facts(evidence)))}
 </tbody></table>
 {backtest}
+{scenarios}
 <h2>Approval history</h2>
 {approvals}
 <p class="missing">Read from the model registry at {written} by
