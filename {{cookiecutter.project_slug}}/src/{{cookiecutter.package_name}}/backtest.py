@@ -162,7 +162,7 @@ def run_backtest(
     """Entry point of `make backtest`: replay, compare, record the verdict on the version; exit 1 on fail."""
     client = registry.connect(settings)
     candidate_version = registry.get_version(client, settings.model_name, version)
-    missing = registry.missing_evidence(candidate_version, registry.TRAINING_EVIDENCE)
+    missing = registry.missing_evidence(candidate_version.tags, registry.TRAINING_EVIDENCE)
     if missing:
         print(
             f"Back-test refused: version {version} is incomplete (missing evidence: {', '.join(missing)}):"

@@ -97,7 +97,7 @@ def candidate(settings: Settings, args: argparse.Namespace) -> int:
     given = inputs.version(None, required=False)
     client = connect(settings)
     if given is not None:
-        missing = missing_evidence(get_version(client, settings.model_name, given), TRAINING_EVIDENCE)
+        missing = missing_evidence(get_version(client, settings.model_name, given).tags, TRAINING_EVIDENCE)
         if missing:
             raise RegistryError(
                 f"version {given} is incomplete (missing evidence: {', '.join(missing)}): only versions"

@@ -141,7 +141,7 @@ def check_four_eyes(approvers: list[str], number: str, tags: Mapping[str, str]) 
 
 def check_training_evidence(number: str, tags: Mapping[str, str], environment: str) -> None:
     """Complete training evidence with a passed data gate; production also needs a traceable commit."""
-    missing = [key for key in registry.TRAINING_EVIDENCE if not tags.get(key, "").strip()]
+    missing = registry.missing_evidence(tags, registry.TRAINING_EVIDENCE)
     if missing:
         raise PromotionRefused(
             f"version {number} is incomplete (missing evidence: {', '.join(missing)}): its training did not"
@@ -166,7 +166,7 @@ def check_backtest(client: MlflowClient, name: str, model_version: ModelVersion)
         raise PromotionRefused(
             f"version {number} has no finished back-test: run `make backtest VERSION={number}`"
         )
-    missing = registry.missing_evidence(model_version, registry.BACKTEST_EVIDENCE)
+    missing = registry.missing_evidence(model_version.tags, registry.BACKTEST_EVIDENCE)
     if missing:
         raise PromotionRefused(
             f"version {number} has an incomplete back-test record (missing: {', '.join(missing)}): run"

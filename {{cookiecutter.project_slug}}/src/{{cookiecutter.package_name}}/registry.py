@@ -146,14 +146,14 @@ def get_version(client: MlflowClient, name: str, version: str | int) -> ModelVer
         ) from error
 
 
-def missing_evidence(model_version: ModelVersion, required: tuple[str, ...]) -> list[str]:
-    """The required tags a version lacks (empty values count as missing)."""
-    return [key for key in required if not model_version.tags.get(key, "").strip()]
+def missing_evidence(tags: Mapping[str, str], required: tuple[str, ...]) -> list[str]:
+    """The required tags a version's `tags` lack (empty values count as missing)."""
+    return [key for key in required if not tags.get(key, "").strip()]
 
 
 def is_complete(model_version: ModelVersion) -> bool:
     """Every piece of training evidence is there: only such versions are candidates."""
-    return not missing_evidence(model_version, TRAINING_EVIDENCE)
+    return not missing_evidence(model_version.tags, TRAINING_EVIDENCE)
 
 
 def latest_version(client: MlflowClient, name: str) -> ModelVersion | None:
