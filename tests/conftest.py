@@ -53,12 +53,9 @@ def make(project: Path, *targets: str, check: bool = True, **env: str) -> subpro
     return run(["make", "--no-print-directory", *targets, f"VENV={VENV}"], project, check=check, **env)
 
 
-@pytest.fixture(scope="session")
-def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One default project, installed (editable, with dev extras) into the shared venv.
-
-    Each xdist worker runs this once; the lock keeps two workers from installing into the venv at once."""
-    project = render(tmp_path_factory.mktemp("installed"))
+def install_into_shared_venv(project: Path, extras: str) -> None:
+    """Install a render (editable, with `extras`) into the shared venv. xdist workers share the venv, so the
+    lock keeps two of them from installing into it at once."""
     with (VENV / ".installed_project.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         subprocess.run(
@@ -71,10 +68,17 @@ def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
                 "--python",
                 sys.executable,
                 "-e",
-                f"{project}[dev,monitor]",
+                f"{project}[{extras}]",
             ],
             check=True,
         )
+
+
+@pytest.fixture(scope="session")
+def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One default project, installed (editable, with dev extras) into the shared venv, once per xdist worker."""
+    project = render(tmp_path_factory.mktemp("installed"))
+    install_into_shared_venv(project, "dev,monitor")
     yield project
 
 

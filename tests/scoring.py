@@ -3,9 +3,53 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
+
+from conftest import project_env
+from servers import free_port
+
+
+@contextmanager
+def make_serve(project: Path, version: str) -> Iterator[str]:
+    """`make serve VERSION=<version>` on a free loopback port, ready; its base URL. Stopped on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        ["make", "--no-print-directory", "serve", f"VERSION={version}", f"PORT={port}"],
+        cwd=project,
+        env=project_env(project),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(f"{url}/readyz", server)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the scoring server exited"
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    pytest.fail(f"{url} did not answer in {timeout_s} s")
 
 
 def read_rows(project: Path):

@@ -7,17 +7,13 @@ back-test, staging, production, a second version, rollback; then serves a per-sc
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_PACKAGE, make, project_env, render, run, use_rendered_package
-from scoring import post_raw, post_rows, predict_in_process, read_rows
-from servers import free_port
-from test_ml_flow import commit_all, wait_for
+from conftest import DEFAULT_PACKAGE, make, render, run, use_rendered_package
+from scoring import make_serve, post_raw, post_rows, predict_in_process, read_rows
+from test_ml_flow import commit_all
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = 12
@@ -81,18 +77,7 @@ def test_lineage_answers_for_one_scenario_of_a_released_version(released):
 
 def test_the_server_answers_each_scenario_with_its_own_model_and_refuses_an_unknown_one(released):
     project, _ = released
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        ["make", "--no-print-directory", "serve", "VERSION=1", f"PORT={port}"],
-        cwd=project,
-        env=project_env(project),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(f"{url}/readyz", server)
+    with make_serve(project, "1") as url:
         rows = read_rows(project).tail(3 * SCENARIOS).drop(columns="units_sold").reset_index(drop=True)
         singles = [post_rows(f"{url}/invocations", rows.iloc[[index]])[0] for index in range(SCENARIOS)]
         batch = post_rows(f"{url}/invocations", rows)
@@ -102,9 +87,6 @@ def test_the_server_answers_each_scenario_with_its_own_model_and_refuses_an_unkn
             {"dataframe_split": json.loads(unknown.to_json(orient="split", index=False, date_format="iso"))},
         )
         after = post_rows(f"{url}/invocations", rows.head(1))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     use_rendered_package(project)  # the version unpickles the rendered package's ScenarioModels
     expected = predict_in_process(project, rows)
     assert singles == pytest.approx(expected[:SCENARIOS], rel=1e-9)

@@ -7,18 +7,15 @@ Runs the rendered project's own `make` targets and CLI, on the embedded SQLite s
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import DEFAULT_PACKAGE, make, project_env, render, run, use_rendered_package
-from scoring import post_rows, predict_in_process, read_rows
-from servers import free_port, mlflow_server, postgres, postgres_bin
+from conftest import DEFAULT_PACKAGE, make, render, run, use_rendered_package
+from scoring import make_serve, post_rows, predict_in_process, read_rows
+from servers import mlflow_server, postgres, postgres_bin
 
 pytestmark = pytest.mark.e2e
 
@@ -121,43 +118,17 @@ def test_corrupted_data_fails_training_and_registers_nothing(trained, tmp_path):
 def test_make_serve_answers_single_rows_and_batches_like_the_model_in_process(trained):
     # given a registry version served by `make serve` on a free loopback port
     project, _ = trained
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        ["make", "--no-print-directory", "serve", "VERSION=1", f"PORT={port}"],
-        cwd=project,
-        env=project_env(project),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for(f"{url}/readyz", server)
+    with make_serve(project, "1") as url:
         rows = read_rows(project).tail(50).drop(columns="units_sold").reset_index(drop=True)
         # when it gets single rows, then all of them in one request
         singles = [post_rows(f"{url}/invocations", rows.iloc[[index]])[0] for index in range(5)]
         batch = post_rows(f"{url}/invocations", rows)
         probes = [urllib.request.urlopen(f"{url}{path}", timeout=10).status for path in ("/livez", "/readyz")]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     # then both equal the model's own predictions, and the probes answer
     expected = predict_in_process(project, rows)
     assert singles == pytest.approx(expected[:5], rel=1e-9)
     assert batch == pytest.approx(expected, rel=1e-9)
     assert probes == [200, 200]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the scoring server exited"
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"{url} did not answer in {timeout_s} s")
 
 
 @pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL is not installed (Debian package postgresql)")

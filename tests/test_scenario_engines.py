@@ -7,15 +7,12 @@ whole comparison.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import VENV, make, render, run
+from conftest import VENV, install_into_shared_venv, make, render, run
 
 pytestmark = pytest.mark.e2e
 
@@ -76,24 +73,8 @@ if __name__ == "__main__":
 
 @pytest.fixture(scope="module")
 def spark_project(installed_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A default project of its own, run with the installed one's `[spark]` extra added to the shared venv
-    (under `installed_project`'s lock: two xdist workers never install at once)."""
-    with (VENV / ".installed_project.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run(
-            [
-                str(VENV / "bin" / "uv"),
-                "pip",
-                "install",
-                "--quiet",
-                "--compile-bytecode",
-                "--python",
-                sys.executable,
-                "-e",
-                f"{installed_project}[dev,monitor,spark]",
-            ],
-            check=True,
-        )
+    """A default project of its own, run with the installed one's `[spark]` extra added to the shared venv."""
+    install_into_shared_venv(installed_project, "dev,monitor,spark")
     return render(tmp_path_factory.mktemp("spark-project"))
 
 

@@ -3,7 +3,9 @@
 Run: `make bench-scenarios N=500 [ENGINE=local|spark]` (or `python -m bench.scenarios 500`). In one run: the
 whole per-scenario training of N synthetic scenarios as `make train-scenarios` runs it (data gate, fits,
 logging, one registry version), then, for comparison, naive per-model logging on a sample of the same
-scenarios (fit, then `mlflow.sklearn.log_model` with inferred requirements into its own registered model).
+scenarios (fit, then `mlflow.sklearn.log_model` with inferred requirements into its own registered model),
+and, when wrk is installed, the 1-row latency at one connection of one scenario of that version against a
+global model of the same data, both in one server.
 Memory is the peak resident size of the training and its worker processes together. Prints, last:
 `scenarios=N seconds=S per_scenario=P naive_per_model=Q speedup=R peak_rss_mb=M`.
 """
@@ -19,6 +21,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+from bench import wrk
 from bench.workspace import workspace
 from {{ cookiecutter.package_name }} import inputs, registry
 from {{ cookiecutter.package_name }}.contract import TARGET, load_sales
@@ -27,7 +30,8 @@ from {{ cookiecutter.package_name }}.scenario_models import scenario_names
 from {{ cookiecutter.package_name }}.train import DEFAULT_CONFIG, train
 
 ROOT = Path(__file__).resolve().parents[1]
-NAIVE_SAMPLE = 3  # scenarios logged the naive way: 10-17 s each, so a sample, not all N
+NAIVE_SAMPLE = 3  # scenarios logged the naive way: 4-17 s each, so a sample, not all N
+SERVING_SECONDS = 5  # per latency measurement, after a 2 s warm-up
 
 
 def peak_rss_mb(work: Callable[[], Any]) -> tuple[Any, float]:
@@ -77,6 +81,25 @@ def naive_per_model(settings: Any, config: TrainConfig, sample: int) -> float:
     return (time.perf_counter() - started) / sample
 
 
+def serving_p50_ms(settings: Any, per_scenario: str, single: str) -> tuple[float, float]:
+    """1-row p50 latency at one connection: one scenario of the per-scenario version, then the single
+    (global) model, on the same rows, one server hosting both."""
+    from bench.serving_throughput import one_row_bodies
+    from {{ cookiecutter.package_name }}.serve import serving
+
+    frame = load_sales(settings.data_uri)
+    names = scenario_names(frame)
+    bodies = one_row_bodies(frame[names == names.iloc[0]].drop(columns=TARGET).tail(64))
+    with redirect_stdout(StringIO()), serving(settings, per_scenario, single) as urls:
+        for url in urls:
+            wrk.run(f"{url}/invocations", bodies, 1, 2)  # warm-up: the scenario's model is unpickled here
+        scenario_url, single_url = urls
+        return (
+            wrk.run(f"{scenario_url}/invocations", bodies, 1, SERVING_SECONDS).p50_ms,
+            wrk.run(f"{single_url}/invocations", bodies, 1, SERVING_SECONDS).p50_ms,
+        )
+
+
 def main(scenarios: int, engine: str) -> int:
     config = TrainConfig.from_toml(ROOT / DEFAULT_CONFIG)
     with workspace(scenarios=scenarios) as settings:
@@ -98,6 +121,17 @@ def main(scenarios: int, engine: str) -> int:
         print(f"registry after training     {len(models)} registered model(s), {len(versions)} version(s)")
         print(f"Naive per-model logging of {NAIVE_SAMPLE} of them, for comparison ...", flush=True)
         naive = naive_per_model(settings, config, NAIVE_SAMPLE)
+        if wrk.installed():
+            print("Serving one scenario of it vs a global model of the same data (1 row, 1 connection) ...")
+            with redirect_stdout(StringIO()):
+                train(settings, ROOT / DEFAULT_CONFIG, granularity="global")  # version 2
+            scenario_ms, single_ms = serving_p50_ms(settings, "1", "2")
+            print(
+                f"serving p50, 1 row           {scenario_ms:.1f} ms (one of {scenarios} scenarios) vs"
+                f" {single_ms:.1f} ms (global model): {scenario_ms / single_ms:.2f}x"
+            )
+        else:
+            print("serving p50: not measured: wrk is not installed (apt-get install wrk)")
     per_scenario = seconds / scenarios
     print(f"training, {scenarios} scenarios   {seconds:.1f} s ({per_scenario:.3f} s per scenario)")
     print(f"naive per-model logging     {naive:.2f} s per model")
