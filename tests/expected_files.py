@@ -41,8 +41,10 @@ MANY_MODELS = {
     "src/{package}/fitting.py",
     "src/{package}/scenario_models.py",
     "src/{package}/scenario_engines.py",
+    "src/{package}/scenario_release.py",
     "src/{package}/spark_engine.py",
     "tests/test_scenarios.py",
+    "tests/test_scenario_release.py",
     "bench/scenarios.py",
 }
 

@@ -1,12 +1,14 @@
 """Many models on a rendered project: one model per store x category, released through the same gates as one.
 
 Runs the rendered project's own `make` targets: synthetic data of 12 scenarios, per-scenario training,
-back-test, staging, production, a second version, rollback; then serves a per-scenario version.
+back-test, staging, production; a second version trained with more boosting rounds per scenario, which takes
+the new model where it is better and keeps production's elsewhere; rollback; then serves a per-scenario version.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -25,9 +27,13 @@ def released(tmp_path_factory, installed_project) -> tuple[Path, dict[str, str]]
     project = render(tmp_path_factory.mktemp("many-models"))
     commit_all(project)
     outputs = {"data": make(project, "data", SCENARIOS=str(SCENARIOS)).stdout}
-    for version in ("1", "2"):  # the same data and seed: v2 equals v1, so its back-test passes
+    for version in ("1", "2"):
+        if version == "2":  # a challenger that is better on some scenarios and not on others
+            config = project / "config" / "train.toml"
+            config.write_text(config.read_text().replace("\nmax_iter = 60\n", "\nmax_iter = 120\n"))
+            commit_all(project)
         outputs[f"train v{version}"] = make(project, "train-scenarios").stdout
-        make(project, "backtest", VERSION=version)
+        outputs[f"backtest v{version}"] = make(project, "backtest", VERSION=version).stdout
         make(project, "promote", VERSION=version, ENV="staging", APPROVER="alice")
         make(project, "promote", VERSION=version, ENV="production", APPROVER="bob")
     make(project, "rollback", ENV="production", APPROVER="carol")
@@ -54,6 +60,33 @@ def test_each_training_adds_one_version_whatever_the_number_of_scenarios(release
         "demand-forecast-model-staging": 2,
         "demand-forecast-model-production": 3,  # two promotions and the rollback
     }
+
+
+def test_the_second_release_takes_the_better_model_per_scenario_and_keeps_production_s_elsewhere(released):
+    project, outputs = released
+    assert f"against no production model (first release): 0 improved, 0 kept, {SCENARIOS} new" in outputs["train v1"]
+    decided = re.search(r"against production's v1: (\d+) improved, (\d+) kept, 0 new, 0 failed", outputs["train v2"])
+    assert decided and int(decided[1]) > 0 and int(decided[2]) > 0
+    assert int(decided[1]) + int(decided[2]) == SCENARIOS
+    # the back-test judges the composite per scenario against production and finds the same mix
+    assert f"{SCENARIOS} scenarios: {decided[1]} improved, {decided[2]} kept, 0 new, 0 failed" in outputs["backtest v2"]
+    assert "production's own model (the same forecasts)" in outputs["backtest v2"]
+    # lineage of a kept scenario names the first version's run; of an improved one, the second's
+    verdicts = json.loads((project / "reports" / "backtest-v2-scenarios.json").read_text())
+    runs = {}
+    for version in ("1", "2"):
+        runs[version] = json.loads(
+            run(["python", "-m", DEFAULT_PACKAGE, "lineage", "--json"], project, VERSION=version).stdout
+        )["run_id"]
+    for outcome, version in (("kept", "1"), ("improved", "2")):
+        scenario = next(v["scenario"] for v in verdicts if v["outcome"] == outcome)
+        record = json.loads(
+            run(["python", "-m", DEFAULT_PACKAGE, "lineage", "--json"], project, VERSION="2", SCENARIO=scenario).stdout
+        )["scenario"]
+        assert record["decision"] == outcome and record["run_id"] == runs[version]
+    # and the composite reproduces: its own scenarios refitted, the kept ones named as carried over
+    reproduced = make(project, "reproduce", VERSION="2").stdout
+    assert "Reproduced." in reproduced and "this version kept" in reproduced
 
 
 def test_production_rolled_back_to_the_first_per_scenario_version(released):

@@ -157,6 +157,7 @@ def test_a_per_scenario_training_registers_one_version_traced_per_scenario(
     # given a fast per-scenario config and data with one scenario too short
     shutil.copy(blank_store, settings.tracking_uri.removeprefix("sqlite:///"))
     config = tmp_path / "train.toml"
+    shutil.copy("config/backtest.toml", tmp_path)  # the policy champion/challenger per scenario decides by
     config.write_text(
         'seed = 7\ntest_weeks = 8\ngranularity = "per_scenario"\n'
         "[model]\nmax_iter = 20\nlearning_rate = 0.1\n"

@@ -8,13 +8,15 @@ the version as tags; what decided it (policy, every window's scores, champion) g
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.package_name }} import registry
@@ -23,19 +25,21 @@ from {{ cookiecutter.package_name }}.backtest_record import (
     METRICS,
     BacktestRecord,
     Policy,
+    ScenarioSummary,
+    ScenarioVerdict,
     WindowScore,
     window_plot,
 )
 from {{ cookiecutter.package_name }}.data import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.evidence_report import backtest_markdown
+from {{ cookiecutter.package_name }}.scenario_models import scenario_names
+from {{ cookiecutter.package_name }}.scenario_release import judge_scenarios, scenario_table, served_scenarios
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
-
-CHAMPION_ALIAS = "production"
 
 
 @dataclass(frozen=True)
@@ -55,22 +59,28 @@ def rolling_windows(history: pd.DataFrame, windows: int, window_weeks: int) -> l
     ]
 
 
-def replay(url: str, windows: list[pd.DataFrame], label: str) -> pd.DataFrame:
-    """Score every window through one endpoint; one row of metrics per window, a progress line per window."""
+def replay(
+    url: str, windows: list[pd.DataFrame], label: str, serves: set[str] | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Score every window through one endpoint: one row of metrics per window (a progress line each), and
+    every row's forecast in window order. A per-scenario model is sent only the rows of the scenarios it
+    serves (`serves`); the others get NaN and stay out of its metrics."""
     from {{ cookiecutter.package_name }}.serve import score
 
-    rows = []
+    rows, forecasts = [], []
     for number, window in enumerate(windows, 1):
-        predictions = score(url, window.drop(columns=TARGET))
+        sent = window if serves is None else window[scenario_names(window).isin(serves)]
+        predictions = pd.Series(score(url, sent.drop(columns=TARGET)), index=sent.index, dtype=float)
+        forecasts.append(predictions.reindex(window.index).to_numpy())
         rows.append(
             {
                 "window": number,
                 "from": window["week_start"].min().date(),
-                **forecast_metrics(window[TARGET], predictions),
+                **forecast_metrics(sent[TARGET], predictions.to_numpy()),
             }
         )
         print(f"  {label}: window {number}/{len(windows)} scored (WAPE {rows[-1]['wape']:.4f})", flush=True)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), np.concatenate(forecasts)
 
 
 def compare_to_champion(candidate: pd.DataFrame, champion: pd.DataFrame | None, policy: Policy) -> Verdict:
@@ -102,6 +112,7 @@ def record_of(
     verdict: Verdict,
     policy: Policy,
     at: str,
+    scenarios: ScenarioSummary | None = None,
 ) -> BacktestRecord:
     """The machine-readable back-test: what decided the verdict, window by window."""
 
@@ -122,38 +133,76 @@ def record_of(
         candidate_wape=verdict.candidate_wape,
         champion_wape=verdict.champion_wape,
         at=at,
+        scenarios=scenarios,
     )
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's replay: metrics per window, and every row's forecast (NaN where it serves no model)."""
+
+    windows: pd.DataFrame
+    forecasts: np.ndarray
 
 
 def _score_both(
     settings: Settings,
     windows: list[pd.DataFrame],
-    version: str,
-    champion: str | None,
+    versions: dict[str, set[str] | None],
     urls: dict[str, str | None],
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Replay the windows through the candidate and the champion; one server hosts those not given by URL."""
+) -> list[Scored]:
+    """Replay the windows through the candidate then the champion (`versions`: each with the scenarios it
+    serves, None for all); one server hosts those not given by URL."""
     from {{ cookiecutter.package_name }}.serve import serving
 
-    to_start = [number for number in (version, champion) if number and not urls.get(number)]
+    to_start = [number for number in versions if not urls.get(number)]
     started_at = time.monotonic()
     with serving(settings, *to_start) as started:
         urls = {**urls, **dict(zip(to_start, started, strict=True))}
         if to_start:
             print(f"Server ready after {time.monotonic() - started_at:.0f} s.", flush=True)
-        candidate = replay(urls[version], windows, f"candidate v{version}")
-        return candidate, replay(urls[champion], windows, f"champion v{champion}") if champion else None
+        labels = ["candidate", "champion"]
+        return [
+            Scored(*replay(urls[number], windows, f"{label} v{number}", serves))
+            for label, (number, serves) in zip(labels, versions.items(), strict=False)
+        ]
 
 
-def _record(settings: Settings, client: MlflowClient, run_id: str, record: BacktestRecord) -> Path:
-    """Write the report, plot and record to reports/ and log them to the version's run; the report's path."""
+def _record(
+    settings: Settings,
+    client: MlflowClient,
+    run_id: str,
+    record: BacktestRecord,
+    scenarios: list[ScenarioVerdict] | None,
+) -> Path:
+    """Write the report, plot and record (and every scenario's verdict) to reports/ and log them to the
+    version's run; the report's path."""
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     stem = settings.reports_dir / BacktestRecord.file_stem(record.version)
     files = {".md": backtest_markdown(record), ".svg": window_plot(record), ".json": record.to_json()}
+    if scenarios is not None:
+        files["-scenarios.json"] = json.dumps([asdict(verdict) for verdict in scenarios], indent=1)
     for suffix, text in files.items():
-        stem.with_suffix(suffix).write_text(text)
-        client.log_artifact(run_id, str(stem.with_suffix(suffix)), ARTIFACT_DIR)
+        path = stem.parent / f"{stem.name}{suffix}"
+        path.write_text(text)
+        client.log_artifact(run_id, str(path), ARTIFACT_DIR)
     return stem.with_suffix(".md")
+
+
+def scenario_gate(verdict: Verdict, scenarios: list[ScenarioVerdict], policy: Policy) -> Verdict:
+    """A per-scenario version also fails when more of its scenarios failed than the policy allows."""
+    failed = [scenario for scenario in scenarios if scenario.outcome == "failed"]
+    if len(failed) <= policy.max_failed_scenarios:
+        return verdict
+    named = "; ".join(f"{scenario.scenario} ({scenario.reason})" for scenario in failed[:3])
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    reason = (
+        f"{len(failed)} scenario(s) failed, the policy allows {policy.max_failed_scenarios}"
+        f" (max_failed_scenarios): {named}{more}"
+    )
+    return replace(
+        verdict, passed=False, reason=f"{verdict.reason}; {reason}" if not verdict.passed else reason
+    )
 
 
 def run_backtest(
@@ -170,7 +219,7 @@ def run_backtest(
             file=sys.stderr,
         )
         return 1
-    production = registry.running_in(client, settings.model_name, CHAMPION_ALIAS)
+    production = registry.running_in(client, settings.model_name, registry.CHAMPION_ENVIRONMENT)
     champion = production if production != str(version) else None
     policy = Policy.from_toml()
     print(
@@ -179,17 +228,40 @@ def run_backtest(
         flush=True,
     )
     windows = rolling_windows(snapshot_of_version(candidate_version), policy.windows, policy.window_weeks)
-    candidate_scores, champion_scores = _score_both(
-        settings,
-        windows,
+    table = scenario_table(candidate_version)
+    champion_version = registry.get_version(client, settings.model_name, champion) if champion else None
+    serves = {version: served_scenarios(table)}
+    if champion_version is not None:
+        serves[champion] = served_scenarios(scenario_table(champion_version))
+    candidate, *defending = _score_both(
+        settings, windows, serves, {version: candidate_url, **({champion: champion_url} if champion else {})}
+    )
+    champion_scores = defending[0] if defending else None
+    verdict = compare_to_champion(
+        candidate.windows, None if champion_scores is None else champion_scores.windows, policy
+    )
+    scenarios = None
+    if table is not None:
+        scenarios = judge_scenarios(
+            pd.concat(windows, ignore_index=True),
+            candidate.forecasts,
+            None if champion_scores is None else (champion_scores.forecasts, serves[champion]),
+            table,
+            policy,
+        )
+        verdict = scenario_gate(verdict, scenarios, policy)
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    record = record_of(
         version,
         champion,
-        {version: candidate_url, **({champion: champion_url} if champion else {})},
+        candidate.windows,
+        None if champion_scores is None else champion_scores.windows,
+        verdict,
+        policy,
+        at,
+        None if scenarios is None else ScenarioSummary.of(scenarios),
     )
-    verdict = compare_to_champion(candidate_scores, champion_scores, policy)
-    at = datetime.now(UTC).isoformat(timespec="seconds")
-    record = record_of(version, champion, candidate_scores, champion_scores, verdict, policy, at)
-    report = _record(settings, client, candidate_version.run_id, record)
+    report = _record(settings, client, candidate_version.run_id, record, scenarios)
     # The old verdict is overwritten first and the new one written last: an interrupted write never reads as
     # passed. Overwritten, not deleted: deleting a version tag needs MANAGE, which no pipeline identity has.
     if "backtest_verdict" in candidate_version.tags:

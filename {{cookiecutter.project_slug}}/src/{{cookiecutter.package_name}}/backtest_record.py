@@ -34,6 +34,8 @@ class Policy:
     window_weeks: int
     wape_floor: float
     max_wape_regression: float
+    max_failed_scenarios: int = 0  # per-scenario versions: scenarios that may fail before the version does
+    scenario_wape_floor: float | None = None  # per scenario (one noisy series); None: `wape_floor`
 
     @classmethod
     def from_toml(cls, path: Path = POLICY_FILE) -> Policy:
@@ -56,7 +58,14 @@ class Policy:
             int(raw["window_weeks"]),
             _number(raw["wape_floor"]),
             _number(raw["max_wape_regression"]),
+            int(raw.get("max_failed_scenarios", 0)),  # records from before per-scenario releases lack them
+            None if raw.get("scenario_wape_floor") is None else _number(raw["scenario_wape_floor"]),
         )
+
+    @property
+    def scenario_floor(self) -> float:
+        """The bar one scenario's model must meet to be served."""
+        return self.wape_floor if self.scenario_wape_floor is None else self.scenario_wape_floor
 
     def describe(self) -> str:
         return (
@@ -76,6 +85,58 @@ class WindowScore:
     champion: dict[str, float] | None
 
 
+SCENARIO_OUTCOMES = ("improved", "kept", "new", "failed", "untrained")
+WORST_SCENARIOS = 5  # the record keeps these many; the whole table is its own artefact
+
+
+@dataclass(frozen=True)
+class ScenarioVerdict:
+    """One scenario of a per-scenario version against production: mean WAPE of each over the windows (None
+    where one has no model for it) and the outcome, with why."""
+
+    scenario: str
+    outcome: str  # one of SCENARIO_OUTCOMES
+    wape: float | None
+    champion_wape: float | None
+    reason: str
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ScenarioVerdict:
+        if raw["outcome"] not in SCENARIO_OUTCOMES:
+            raise ValueError(f"unknown scenario outcome {raw['outcome']!r}")
+        return cls(
+            str(raw["scenario"]),
+            str(raw["outcome"]),
+            None if raw["wape"] is None else _number(raw["wape"]),
+            None if raw["champion_wape"] is None else _number(raw["champion_wape"]),
+            str(raw["reason"]),
+        )
+
+
+@dataclass(frozen=True)
+class ScenarioSummary:
+    """What the back-test of a per-scenario version found per scenario: counts, and the worst of them."""
+
+    counts: dict[str, int]  # outcome -> scenarios
+    worst: list[ScenarioVerdict]  # failed first, then by WAPE, at most WORST_SCENARIOS
+
+    @classmethod
+    def of(cls, verdicts: list[ScenarioVerdict]) -> ScenarioSummary:
+        counts = {outcome: sum(v.outcome == outcome for v in verdicts) for outcome in SCENARIO_OUTCOMES}
+        ranked = sorted(verdicts, key=lambda v: (v.outcome != "failed", -(v.wape or 0.0), v.scenario))
+        return cls(counts, [v for v in ranked if v.outcome != "untrained"][:WORST_SCENARIOS])
+
+    def describe(self) -> str:
+        """'12 scenarios: 8 improved, 4 kept, 0 new, 0 failed, 0 untrained'."""
+        shown = ", ".join(f"{self.counts.get(outcome, 0)} {outcome}" for outcome in SCENARIO_OUTCOMES)
+        return f"{sum(self.counts.values())} scenarios: {shown}"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ScenarioSummary:
+        counts = {str(outcome): int(raw["counts"][outcome]) for outcome in SCENARIO_OUTCOMES}
+        return cls(counts, [ScenarioVerdict.from_dict(row) for row in raw["worst"]])
+
+
 @dataclass(frozen=True)
 class BacktestRecord:
     """What a back-test decided and on what; `at` is also the version's `backtest_at` tag, pairing the two."""
@@ -89,6 +150,7 @@ class BacktestRecord:
     candidate_wape: float
     champion_wape: float | None
     at: str
+    scenarios: ScenarioSummary | None = None  # per-scenario versions only
 
     @staticmethod
     def file_stem(version: str) -> str:
@@ -98,6 +160,11 @@ class BacktestRecord:
     @classmethod
     def artifact_path(cls, version: str) -> str:
         return f"{ARTIFACT_DIR}/{cls.file_stem(version)}.json"
+
+    @classmethod
+    def scenarios_artifact(cls, version: str) -> str:
+        """Every scenario's verdict, beside the record (which keeps only the worst)."""
+        return f"{ARTIFACT_DIR}/{cls.file_stem(version)}-scenarios.json"
 
     @property
     def verdict(self) -> str:
@@ -129,6 +196,9 @@ class BacktestRecord:
                 candidate_wape=_number(raw["candidate_wape"]),
                 champion_wape=None if champion_wape is None else _number(champion_wape),
                 at=str(raw["at"]),
+                scenarios=None
+                if raw.get("scenarios") is None
+                else ScenarioSummary.from_dict(raw["scenarios"]),
             )
         except (KeyError, TypeError, AttributeError, registry.RegistryError) as error:
             raise ValueError(f"malformed back-test record: {error!r}") from error

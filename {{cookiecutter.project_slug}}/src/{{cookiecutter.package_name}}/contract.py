@@ -37,6 +37,15 @@ COLUMN_TYPES = {
     TARGET: INTEGER_TYPES,
 }
 
+# A scenario is one series, named STORE:CATEGORY (e.g. S01:dairy) in lineage, reports, errors and SCENARIO.
+SCENARIO_SEPARATOR = ":"
+
+
+def scenario_name(store_id: object, category: object) -> str:
+    """The name one store x category series goes by."""
+    return f"{store_id}{SCENARIO_SEPARATOR}{category}"
+
+
 # ---------------------------------------------------------------- values
 CATEGORIES = ("beverages", "bakery", "dairy", "produce", "household")  # every category the model knows
 STORE_ID_PATTERN = r"^S[0-9]{2,4}$"  # store ids as your source writes them

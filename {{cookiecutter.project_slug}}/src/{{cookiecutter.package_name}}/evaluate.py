@@ -59,9 +59,10 @@ def residuals_plot(actual: np.ndarray, predicted: np.ndarray) -> Figure:
     return figure
 
 
-def importance_plot(importances: pd.Series) -> Figure:
+def importance_plot(importances: pd.Series, of: str = "") -> Figure:
+    """Permutation importance; `of` says what was measured when it is not the whole model."""
     figure, axis = _pyplot().subplots(figsize=(6, 4))
     importances.sort_values().plot.barh(ax=axis)
-    axis.set(title="Permutation importance (increase in MAE)", xlabel="MAE increase")
+    axis.set(title=f"Permutation importance{of} (increase in MAE)", xlabel="MAE increase")
     figure.tight_layout()
     return figure

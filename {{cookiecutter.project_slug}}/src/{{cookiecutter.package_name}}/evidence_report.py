@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, window_plot
-from {{ cookiecutter.package_name }}.registry import RETRAIN_REASON
+from {{ cookiecutter.package_name }}.backtest_record import WORST_SCENARIOS, BacktestRecord, ScenarioSummary, window_plot
+from {{ cookiecutter.package_name }}.registry import RETRAIN_REASON, scenario_status_counts
 
 NOT_RECORDED = "not recorded"
 NEVER_PROMOTED = "Never promoted: no approval is recorded for this version yet."
@@ -159,6 +159,27 @@ def window_rows(record: BacktestRecord) -> list[list[str]]:
     return [[str(w.window), w.start, *_scores(w.candidate), *_scores(w.champion)] for w in record.windows]
 
 
+SCENARIO_VERDICT_HEADER = ("scenario", "outcome", "WAPE", "production's WAPE", "why")
+
+
+def scenario_verdict_rows(record: BacktestRecord) -> list[list[str]]:
+    """The back-test's worst scenarios (failed first): each against production's model for it."""
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    worst = record.scenarios.worst if record.scenarios else []
+    return [[v.scenario, v.outcome, shown(v.wape), shown(v.champion_wape), v.reason] for v in worst]
+
+
+def scenario_verdicts_note(summary: ScenarioSummary, version: str) -> str:
+    """The counts, and where every scenario's verdict is."""
+    return (
+        f"Per scenario against production: {summary.describe()}. Worst first; every scenario:"
+        f" {BacktestRecord.scenarios_artifact(version)} on the run."
+    )
+
+
 def approval_rows(evidence: Evidence) -> list[list[str]]:
     def row(entry: dict[str, str]) -> list[str]:
         moved = f"{entry.get('from_version', '?')} → {entry.get('version', '?')}"
@@ -197,17 +218,13 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|#!~])")
 
 
 SCENARIO_HEADER = ("scenario", "status", "hold-out WAPE", "rows", "why not trained")
-WORST_SCENARIOS = 5  # the report lists these many worst trained scenarios; the whole table is on the run
 
 
 def scenario_summary(scenarios: list[dict[str, Any]]) -> str:
     """How many scenarios were trained, skipped and failed, in one line."""
     if not scenarios:
         return f"{NOT_RECORDED}: the run has no per-scenario table"
-    counts = {
-        status: sum(row.get("status") == status for row in scenarios)
-        for status in ("trained", "skipped", "failed")
-    }
+    counts = scenario_status_counts(scenarios)
     return f"{len(scenarios)} scenarios: " + ", ".join(
         f"{count} {status}" for status, count in counts.items()
     )
@@ -262,6 +279,9 @@ def backtest_markdown(record: BacktestRecord) -> str:
         "",
         *md_table(WINDOW_HEADER, window_rows(record)),
     ]
+    if record.scenarios is not None:
+        lines += ["", md(scenario_verdicts_note(record.scenarios, record.version)), ""]
+        lines += md_table(SCENARIO_VERDICT_HEADER, scenario_verdict_rows(record))
     return "\n".join(lines) + "\n"
 
 
@@ -282,6 +302,14 @@ def markdown(evidence: Evidence, page_name: str) -> str:
     ]
     if evidence.backtest:
         lines += ["### Back-test windows", "", *md_table(WINDOW_HEADER, window_rows(evidence.backtest)), ""]
+        if evidence.backtest.scenarios is not None:
+            lines += [
+                "### Back-test per scenario",
+                "",
+                md(scenario_verdicts_note(evidence.backtest.scenarios, evidence.version)),
+                "",
+            ]
+            lines += [*md_table(SCENARIO_VERDICT_HEADER, scenario_verdict_rows(evidence.backtest)), ""]
     if evidence.scenarios is not None:
         lines += ["### Scenarios", "", md(scenario_summary(evidence.scenarios)), "", md(SCENARIOS_NOTE), ""]
         lines += [*md_table(SCENARIO_HEADER, scenario_rows(evidence.scenarios)), ""]
@@ -338,6 +366,12 @@ def html_page(evidence: Evidence) -> str:
     if record:
         table = html_table(WINDOW_HEADER, window_rows(record))
         backtest = f"<h2>Back-test windows</h2>\n{window_plot(record)}{table}"
+        if record.scenarios is not None:
+            note = html.escape(scenario_verdicts_note(record.scenarios, record.version))
+            backtest += (
+                f"<h2>Back-test per scenario</h2>\n<p>{note}</p>\n"
+                f"{html_table(SCENARIO_VERDICT_HEADER, scenario_verdict_rows(record))}"
+            )
     else:
         backtest = f'<h2>Back-test</h2>\n<p class="missing">{html.escape(evidence.backtest_missing)}</p>'
     scenarios = ""

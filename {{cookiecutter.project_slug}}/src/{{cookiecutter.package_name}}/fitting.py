@@ -23,13 +23,14 @@ from {{ cookiecutter.package_name }}.contract import SERIES_COLUMNS, TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.features import build_pipeline
 from {{ cookiecutter.package_name }}.inputs import GRANULARITIES
+from {{ cookiecutter.package_name }}.registry import scenario_status_counts
 from {{ cookiecutter.package_name }}.scenario_engines import run_fits
 from {{ cookiecutter.package_name }}.scenario_models import ScenarioModels, scenario_names
 from {{ cookiecutter.package_name }}.snapshot import fingerprint
 
 MIN_TRAIN_WEEKS = 26  # every series needs this much history before its hold-out
 SCENARIO_RECORD_COLUMNS = ("scenario", "status", "reason", "rows", "weeks", "data_fingerprint")
-METRICS = ("mae", "rmse", "wape", "bias")
+METRICS = tuple(forecast_metrics(np.zeros(1), np.zeros(1)))  # mae, rmse, wape, bias
 
 
 class ScenarioFitsFailed(Exception):
@@ -208,13 +209,14 @@ def fit_and_evaluate(frame: pd.DataFrame, config: TrainConfig, engine: str = "lo
 
 def scenario_counts(table: pd.DataFrame) -> dict[str, int]:
     """How many scenarios were trained, skipped and failed: logged as the run's metrics."""
-    counts = table["status"].value_counts()
-    return {f"scenarios_{status}": int(counts.get(status, 0)) for status in ("trained", "skipped", "failed")}
+    counts = scenario_status_counts(table.to_dict(orient="records"))
+    return {f"scenarios_{status}": count for status, count in counts.items()}
 
 
 def scenario_records(table: pd.DataFrame, run_id: str) -> list[dict[str, Any]]:
-    """The per-scenario table as JSON-ready records, each naming the run its model came from."""
-    records = table.assign(run_id=run_id)
+    """The per-scenario table as JSON-ready records, each naming the run its model came from: this run, or,
+    for a scenario whose production model was kept, the run that model came from."""
+    records = table.assign(run_id=table["run_id"].fillna(run_id) if "run_id" in table else run_id)
     return records.astype(object).where(records.notna(), None).to_dict(orient="records")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from {{ cookiecutter.package_name }} import registry
-from {{ cookiecutter.package_name }}.contract import CATEGORIES, STORE_ID_PATTERN
+from {{ cookiecutter.package_name }}.contract import CATEGORIES, SCENARIO_SEPARATOR, STORE_ID_PATTERN
 from {{ cookiecutter.package_name }}.settings import variable
 
 PORT = re.compile(r"[1-9][0-9]{0,4}")
@@ -125,7 +125,7 @@ def scenario(given: str | None, env: Mapping[str, str] = os.environ) -> tuple[st
     value = _value(given, "SCENARIO", env)
     if value is None:
         return None
-    store, _, category = value.partition(":")
+    store, _, category = value.partition(SCENARIO_SEPARATOR)
     if not re.fullmatch(STORE_ID_PATTERN.strip("^$"), store) or category not in CATEGORIES:
         raise InputError(
             f"SCENARIO={value!r} is not a scenario: pass STORE:CATEGORY, a store id and one of"

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }}.contract import scenario_name
 from {{ cookiecutter.package_name }}.settings import Settings
 
 if TYPE_CHECKING:  # the registry imports MLflow when a command first talks to it
@@ -51,7 +52,7 @@ def describe_scenario(
     params) its model came from."""
     import mlflow
 
-    name = ":".join(scenario)
+    name = scenario_name(*scenario)
     if record["evidence"].get(registry.GRANULARITY) != "per_scenario":
         raise registry.RegistryError(
             f"version {record['version']} is one global model, not one per scenario: ask without SCENARIO"
@@ -137,6 +138,8 @@ def _scenario_as_text(record: dict[str, Any]) -> str:
     scenario = record["scenario"]
     lines = [f"{record['model']} version {record['version']}  scenario {scenario['scenario']}"]
     for key in (
+        "decision",  # improved / new: this version's own run; kept: production's model, from `run_id`
+        "decision_reason",
         "status",
         "reason",
         "rows",
@@ -148,7 +151,8 @@ def _scenario_as_text(record: dict[str, Any]) -> str:
         "bias",
         "run_id",
     ):
-        lines.append(f"  {key:<17} {scenario.get(key)}")
+        if key in scenario:  # versions trained before champion/challenger per scenario have no decision
+            lines.append(f"  {key:<17} {scenario[key]}")
     lines.append(f"  code              {scenario['code']['git_sha']} (dirty={scenario['code']['git_dirty']})")
     lines.append("  params:")
     lines += [f"    {key:<28} {value}" for key, value in scenario["params"].items()]

@@ -22,7 +22,7 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # MLflow takes seconds to import: the CLI checks its inputs b
     from mlflow.tracking import MlflowClient
 
 ENVIRONMENTS = ("staging", "production")
+CHAMPION_ENVIRONMENT = "production"  # what a candidate is compared with: the model serving users
 STAGE = "stage"
 # Written with the version itself, in one call: a version without all of them never existed.
 TRAINING_EVIDENCE = (
@@ -60,6 +61,7 @@ BACKTEST_EVIDENCE = (
 RETRAIN_REASON = "retrain_reason"
 GRANULARITY = "granularity"  # "global", or "per_scenario": the version holds one model per scenario
 SCENARIOS_ARTIFACT = "scenarios/scenarios.json"  # a per-scenario run's table: status, slice, metrics, run
+SCENARIO_STATUSES = ("trained", "skipped", "failed")  # of each scenario's fit, in that table
 # Written by `make monitor` on the version it watched: the newest verdict, why, and where its report is.
 MONITORING_EVIDENCE = ("monitor_at", "monitor_verdict", "monitor_reason", "monitor_report")
 VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
@@ -84,6 +86,12 @@ PROBE_TIMEOUT_SECONDS = 5
 
 class RegistryError(Exception):
     """A registry lookup failed in a way the user can fix; the message says how."""
+
+
+def scenario_status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many scenarios of a per-scenario table were trained, skipped and failed."""
+    statuses = [row.get("status") for row in rows]
+    return {status: statuses.count(status) for status in SCENARIO_STATUSES}
 
 
 def parse_version(text: str | None, variable: str = "VERSION") -> str:

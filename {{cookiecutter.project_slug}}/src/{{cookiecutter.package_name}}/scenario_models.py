@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from {{ cookiecutter.package_name }}.contract import SCENARIO_SEPARATOR
+
 DEFAULT_CACHE_SIZE = 256
 
 
@@ -30,7 +32,7 @@ class UnknownScenario(ValueError):
 
 def scenario_names(frame: pd.DataFrame) -> pd.Series:
     """`STORE:CATEGORY` per row: the name a scenario goes by in lineage, reports and errors."""
-    return frame["store_id"].astype(str) + ":" + frame["category"].astype(str)
+    return frame["store_id"].astype(str) + SCENARIO_SEPARATOR + frame["category"].astype(str)
 
 
 def cache_size(env: Mapping[str, str] = os.environ) -> int:
@@ -44,7 +46,7 @@ class ScenarioModels:
 
     def __init__(self, pickled: Mapping[str, bytes]) -> None:
         self._pickled = dict(pickled)
-        self._loaded: OrderedDict[str, Any] = OrderedDict()
+        self._loaded: OrderedDict[int, Any] = OrderedDict()  # id of the stored pickle -> its model
 
     @property
     def scenarios(self) -> list[str]:
@@ -54,13 +56,21 @@ class ScenarioModels:
         """The names among `names` this version has no model for, sorted."""
         return sorted(set(names) - self._pickled.keys())
 
+    def pickled(self, scenario: str) -> bytes:
+        """One scenario's pipeline as stored: what a release carries over from its champion."""
+        return self._pickled[scenario]
+
     def model(self, scenario: str) -> Any:
-        """One scenario's pipeline, unpickled on first use; beyond the cache the least recently used goes."""
-        if scenario in self._loaded:
-            self._loaded.move_to_end(scenario)
-            return self._loaded[scenario]
+        """One scenario's pipeline, unpickled on first use; beyond the cache the least recently used goes.
+
+        Scenarios that share one stored pipeline (a global champion kept for many of them) share one entry.
+        """
+        key = id(self._pickled[scenario])
+        if key in self._loaded:
+            self._loaded.move_to_end(key)
+            return self._loaded[key]
         model = pickle.loads(self._pickled[scenario])  # nosec B301 # pickled by our own training
-        self._loaded[scenario] = model
+        self._loaded[key] = model
         while len(self._loaded) > cache_size():
             self._loaded.popitem(last=False)
         return model

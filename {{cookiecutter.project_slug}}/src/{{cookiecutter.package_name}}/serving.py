@@ -36,6 +36,7 @@ from {{ cookiecutter.package_name }}.contract import (
     FLOAT_TYPES,
     INTEGER_TYPES,
     TARGET,
+    scenario_name,
 )
 from {{ cookiecutter.package_name }}.registry import parse_version
 from {{ cookiecutter.package_name }}.scenario_models import ScenarioModels
@@ -106,7 +107,7 @@ def rows_for_version(version: str, payload: Any) -> np.ndarray:
     rows = rows_from_split(payload)
     known = KNOWN_SCENARIOS.get(version)
     if known is not None:
-        names = {f"{row[SCENARIO_AT[0]]}:{row[SCENARIO_AT[1]]}" for row in rows}
+        names = {scenario_name(row[SCENARIO_AT[0]], row[SCENARIO_AT[1]]) for row in rows}
         unknown = sorted(names - known)
         if unknown:
             raise ValueError(

@@ -18,6 +18,7 @@ import pandas as pd
 from sklearn.inspection import permutation_importance
 
 from {{ cookiecutter.package_name }} import ci, provenance, registry
+from {{ cookiecutter.package_name }}.backtest_record import POLICY_FILE, Policy
 from {{ cookiecutter.package_name }}.contract import TARGET, DataUnreadable, load_sales
 from {{ cookiecutter.package_name }}.evaluate import (
     forecast_vs_actual_plot,
@@ -36,6 +37,7 @@ from {{ cookiecutter.package_name }}.fitting import (
 )
 from {{ cookiecutter.package_name }}.retrain_trigger import REASON_VARIABLE, clean_reason
 from {{ cookiecutter.package_name }}.scenario_models import scenario_names
+from {{ cookiecutter.package_name }}.scenario_release import release_candidate
 from {{ cookiecutter.package_name }}.settings import Settings, variable
 from {{ cookiecutter.package_name }}.snapshot import SNAPSHOT_ARTIFACT_DIR, fingerprint, save_snapshot
 from {{ cookiecutter.package_name }}.validation import SUITE_NAME, ValidationReport, asset_name, validate_sales
@@ -123,7 +125,13 @@ def _log_run(
     mlflow.log_figure(
         residuals_plot(result.test[TARGET].to_numpy(), result.predictions), "plots/residuals.png"
     )
-    mlflow.log_figure(importance_plot(_importances(result, config.seed)), "plots/feature_importance.png")
+    sampled = ""
+    if result.scenarios is not None:
+        count = min(IMPORTANCE_SCENARIOS, scenario_names(result.test).nunique())
+        sampled = f", mean of {count} scenarios' models"
+    mlflow.log_figure(
+        importance_plot(_importances(result, config.seed), sampled), "plots/feature_importance.png"
+    )
     features = result.test.drop(columns=TARGET)
     return mlflow.sklearn.log_model(
         result.pipeline,
@@ -201,17 +209,19 @@ def train(
         )
         return 1
     snapshot = save_snapshot(frame, settings.snapshot_dir, data_fp)
+    client = registry.connect(settings)
     try:
         result = fit_and_evaluate(frame, config, engine)
+        if result.scenarios is not None:
+            print(scenario_summary(result.scenarios, engine))
+            policy = Policy.from_toml(config_path.parent / POLICY_FILE.name)  # config/backtest.toml
+            result = release_candidate(result, client, settings.model_name, policy)
     except ScenarioFitsFailed as error:
         print(f"Training refused: {error}. No run was logged.", file=sys.stderr)
         return 1
-    if result.scenarios is not None:
-        print(scenario_summary(result.scenarios, engine))
     # One commit names the code: the run's source commit and the version's git_sha are the same value.
     git_sha, git_dirty = provenance.git_sha(), str(provenance.git_dirty()).lower()
 
-    client = registry.connect(settings)
     experiment = mlflow.set_experiment(settings.model_name)
     end_stale_runs(client, experiment.experiment_id)
     run_tags = {"mlflow.source.git.commit": git_sha, "git_sha": git_sha, "git_dirty": git_dirty}

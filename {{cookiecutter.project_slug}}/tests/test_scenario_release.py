@@ -1,0 +1,147 @@
+"""Champion/challenger per scenario: a per-scenario release serves each scenario's better model, new ones only
+when they meet the floor, and the back-test holds it to that against production."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from {{ cookiecutter.package_name }}.backtest import Verdict, scenario_gate
+from {{ cookiecutter.package_name }}.backtest_record import Policy, ScenarioVerdict
+from {{ cookiecutter.package_name }}.contract import TARGET
+from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
+from {{ cookiecutter.package_name }}.fitting import ScenarioFitsFailed, fit_global, fit_per_scenario
+from {{ cookiecutter.package_name }}.scenario_models import scenario_names
+from {{ cookiecutter.package_name }}.scenario_release import Champion, choose, compose, judge, judge_scenarios
+from test_scenarios import FAST, SHORT, scenario_sales
+
+POLICY = Policy(
+    windows=2, window_weeks=4, wape_floor=0.15, max_wape_regression=0.005, scenario_wape_floor=0.3
+)
+CHALLENGER = replace(FAST, model={"max_iter": 40, "learning_rate": 0.2})  # better on some scenarios only
+
+
+@pytest.fixture(scope="module")
+def fits():
+    frame = scenario_sales()
+    return frame, fit_per_scenario(frame, FAST), fit_per_scenario(frame, CHALLENGER)
+
+
+def per_scenario_champion(result) -> Champion:
+    records = {
+        row["scenario"]: {**row, "run_id": "run-of-v1"}
+        for row in result.scenarios.to_dict(orient="records")
+        if row["status"] == "trained"
+    }
+    return Champion("1", result.pipeline, records, "run-of-v1", "fp-of-v1")
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "outcome"),
+    [
+        (0.10, 0.12, "improved"),
+        (0.12, 0.12, "kept"),  # not better: production's model stays
+        (0.13, 0.12, "kept"),
+        (0.35, 0.40, "kept"),  # better, but above the floor
+        (None, 0.12, "kept"),  # no challenger (too little history, or its fit failed)
+        (0.20, None, "new"),
+        (0.31, None, "failed"),  # a new scenario must meet the floor
+        (math.nan, None, "failed"),  # a new scenario with no rows to check it by
+        (None, None, "untrained"),
+    ],
+)
+def test_each_scenario_takes_the_challenger_only_when_it_is_better_and_meets_the_floor(
+    challenger, champion, outcome
+):
+    assert choose(challenger, champion, POLICY).outcome == outcome
+
+
+def test_a_composite_serves_the_better_model_per_scenario_with_the_lineage_of_each(fits):
+    frame, champion_fit, challenger_fit = fits
+    composite = compose(challenger_fit, per_scenario_champion(champion_fit), POLICY)
+    table = composite.scenarios.set_index("scenario")
+    decisions = table["decision"].to_dict()
+    assert {"improved", "kept"} <= set(decisions.values()) and decisions[SHORT] == "untrained"
+    rows = frame.drop(columns=TARGET)
+    names = scenario_names(rows)
+    for scenario, decision in decisions.items():
+        if decision == "untrained":
+            assert scenario not in composite.pipeline.scenarios
+            continue
+        source = challenger_fit if decision == "improved" else champion_fit
+        own = rows[names == scenario]
+        np.testing.assert_array_equal(composite.pipeline.predict(own), source.pipeline.predict(own))
+        # a kept scenario names production's run; an improved one is this training's (filled in when logged)
+        assert (table.loc[scenario, "run_id"] == "run-of-v1") == (decision == "kept")
+        assert (table.loc[scenario, "champion_wape"] < table.loc[scenario, "challenger_wape"]) == (
+            decision == "kept"
+        ) or table.loc[scenario, "champion_wape"] == table.loc[scenario, "challenger_wape"]
+    expected = forecast_metrics(
+        composite.test[TARGET], composite.pipeline.predict(composite.test.drop(columns=TARGET))
+    )
+    assert composite.metrics == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_new_scenario_that_misses_the_floor_is_not_served_and_none_at_all_refuses(fits):
+    _, _, challenger_fit = fits
+    wapes = compose(challenger_fit, None, POLICY).scenarios.set_index("scenario")["challenger_wape"].dropna()
+    floor = float(wapes.median())
+    composite = compose(challenger_fit, None, replace(POLICY, scenario_wape_floor=floor))
+    failed = composite.scenarios[composite.scenarios["decision"] == "failed"]["scenario"]
+    assert len(failed) > 0 and set(failed).isdisjoint(composite.pipeline.scenarios)
+    assert set(failed).isdisjoint(scenario_names(composite.test))  # nor in the metrics it is registered with
+    with pytest.raises(ScenarioFitsFailed, match="no scenario has a model that meets the floor"):
+        compose(challenger_fit, None, replace(POLICY, scenario_wape_floor=0.0001))
+
+
+def test_a_global_champion_kept_for_many_scenarios_is_stored_once(fits):
+    frame, _, challenger_fit = fits
+    global_fit = fit_global(frame[scenario_names(frame) != SHORT], replace(FAST, granularity="global"))
+    size = len(pickle.dumps(global_fit.pipeline, protocol=pickle.HIGHEST_PROTOCOL))
+    champion = Champion(
+        "1", global_fit.pipeline, None, "run-of-v1", "fp-of-v1", pickle.dumps(global_fit.pipeline)
+    )
+    composite = compose(challenger_fit, champion, POLICY)
+    kept = composite.scenarios[composite.scenarios["decision"] == "kept"]["scenario"].tolist()
+    assert len(kept) >= 2
+    assert len(pickle.dumps(composite.pipeline)) < size * 2 + len(pickle.dumps(challenger_fit.pipeline))
+    rows = frame[scenario_names(frame).isin(kept)].drop(columns=TARGET)
+    np.testing.assert_array_equal(composite.pipeline.predict(rows), global_fit.pipeline.predict(rows))
+    assert composite.pipeline.loaded == 1  # the kept scenarios share one unpickled model
+
+
+@pytest.mark.parametrize(
+    ("wape", "champion", "outcome", "reason"),
+    [
+        (0.12, 0.12, "kept", "production's own model"),
+        (0.125, 0.12, "failed", "production changed since this version was trained"),
+        (None, 0.12, "failed", "production serves it; this version has no model for it"),
+        (0.10, 0.12, "improved", "vs production's 0.1200"),
+    ],
+)
+def test_the_backtest_holds_each_scenario_to_the_rule_against_production_now(wape, champion, outcome, reason):
+    verdict = judge("S01:dairy", wape, champion, POLICY)
+    assert verdict.outcome == outcome and reason in verdict.reason
+
+
+def test_the_backtest_fails_a_version_with_more_failed_scenarios_than_the_policy_allows(fits):
+    _, champion_fit, _ = fits
+    rows = champion_fit.test.reset_index(drop=True)
+    table = [
+        {"scenario": name, "status": "trained", "decision": "new", "run_id": "r"}
+        for name in champion_fit.pipeline.scenarios
+    ]
+    table.append({"scenario": SHORT, "status": "trained", "decision": "failed", "decision_reason": "above"})
+    forecasts = champion_fit.pipeline.predict(rows.drop(columns=TARGET))
+    verdicts = judge_scenarios(rows, forecasts, None, table, POLICY)
+    assert {v.scenario: v.outcome for v in verdicts}[SHORT] == "failed"
+    passed = Verdict(True, "mean WAPE meets the floor", 0.1, None)
+    assert not scenario_gate(passed, verdicts, POLICY).passed
+    assert scenario_gate(passed, verdicts, replace(POLICY, max_failed_scenarios=1)).passed
+    refused = scenario_gate(passed, verdicts, POLICY).reason
+    assert refused.startswith("1 scenario(s) failed, the policy allows 0") and SHORT in refused
+    assert all(isinstance(verdict, ScenarioVerdict) for verdict in verdicts)
