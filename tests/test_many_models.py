@@ -64,12 +64,15 @@ def test_each_training_adds_one_version_whatever_the_number_of_scenarios(release
 
 def test_the_second_release_takes_the_better_model_per_scenario_and_keeps_production_s_elsewhere(released):
     project, outputs = released
-    assert f"against no production model (first release): 0 improved, 0 kept, {SCENARIOS} new" in outputs["train v1"]
-    decided = re.search(r"against production's v1: (\d+) improved, (\d+) kept, 0 new, 0 failed", outputs["train v2"])
+    assert (
+        f"against no production model (first release): 0 improved, {SCENARIOS} new, 0 kept, 0 failed"
+        in outputs["train v1"]
+    )
+    decided = re.search(r"against production's v1: (\d+) improved, 0 new, (\d+) kept, 0 failed", outputs["train v2"])
     assert decided and int(decided[1]) > 0 and int(decided[2]) > 0
     assert int(decided[1]) + int(decided[2]) == SCENARIOS
     # the back-test judges the composite per scenario against production and finds the same mix
-    assert f"{SCENARIOS} scenarios: {decided[1]} improved, {decided[2]} kept, 0 new, 0 failed" in outputs["backtest v2"]
+    assert f"{SCENARIOS} scenarios: {decided[1]} improved, 0 new, {decided[2]} kept, 0 failed" in outputs["backtest v2"]
     assert "production's own model (the same forecasts)" in outputs["backtest v2"]
     # lineage of a kept scenario names the first version's run; of an improved one, the second's
     verdicts = json.loads((project / "reports" / "backtest-v2-scenarios.json").read_text())

@@ -3,15 +3,26 @@ when they meet the floor, and the back-test holds it to that against production.
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from {{ cookiecutter.package_name }}.backtest import Verdict, scenario_gate
-from {{ cookiecutter.package_name }}.backtest_record import Policy, ScenarioVerdict
+from {{ cookiecutter.package_name }} import registry
+from {{ cookiecutter.package_name }}.backtest import (
+    Replayed,
+    ScoringRefused,
+    Verdict,
+    compare_to_champion,
+    rolling_windows,
+    scenario_gate,
+    window_scores,
+)
+from {{ cookiecutter.package_name }}.backtest_record import Policy, ScenarioSummary
 from {{ cookiecutter.package_name }}.contract import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.fitting import ScenarioFitsFailed, fit_global, fit_per_scenario
@@ -128,6 +139,14 @@ def test_the_backtest_holds_each_scenario_to_the_rule_against_production_now(wap
     assert verdict.outcome == outcome and reason in verdict.reason
 
 
+def replayed(model, rows, serves=None) -> Replayed:
+    """What the back-test's replay gives for `rows`: forecasts for the scenarios in `serves` (None: all)."""
+    asked = np.ones(len(rows), dtype=bool) if serves is None else scenario_names(rows).isin(serves).to_numpy()
+    forecasts = np.full(len(rows), np.nan)
+    forecasts[asked] = model.predict(rows[asked].drop(columns=TARGET))
+    return Replayed(forecasts, asked)
+
+
 def test_the_backtest_fails_a_version_with_more_failed_scenarios_than_the_policy_allows(fits):
     _, champion_fit, _ = fits
     rows = champion_fit.test.reset_index(drop=True)
@@ -136,12 +155,87 @@ def test_the_backtest_fails_a_version_with_more_failed_scenarios_than_the_policy
         for name in champion_fit.pipeline.scenarios
     ]
     table.append({"scenario": SHORT, "status": "trained", "decision": "failed", "decision_reason": "above"})
-    forecasts = champion_fit.pipeline.predict(rows.drop(columns=TARGET))
-    verdicts = judge_scenarios(rows, forecasts, None, table, POLICY)
+    verdicts = judge_scenarios(rows, replayed(champion_fit.pipeline, rows), None, None, table, POLICY)
     assert {v.scenario: v.outcome for v in verdicts}[SHORT] == "failed"
     passed = Verdict(True, "mean WAPE meets the floor", 0.1, None)
     assert not scenario_gate(passed, verdicts, POLICY).passed
-    assert scenario_gate(passed, verdicts, replace(POLICY, max_failed_scenarios=1)).passed
+    assert scenario_gate(passed, verdicts, replace(POLICY, max_failed_backtest_scenarios=1)).passed
     refused = scenario_gate(passed, verdicts, POLICY).reason
     assert refused.startswith("1 scenario(s) failed, the policy allows 0") and SHORT in refused
-    assert all(isinstance(verdict, ScenarioVerdict) for verdict in verdicts)
+
+
+def test_a_scenario_production_serves_and_the_version_lacks_fails_even_without_recent_rows(fits):
+    _, champion_fit, _ = fits
+    rows = champion_fit.test.reset_index(drop=True)
+    serves = set(champion_fit.pipeline.scenarios)
+    gone = sorted(serves)[0]
+    table = [{"scenario": name, "status": "trained", "decision": "kept"} for name in sorted(serves - {gone})]
+    recent = rows[scenario_names(rows) != gone].reset_index(drop=True)  # no rows of it in the windows
+    verdicts = judge_scenarios(
+        recent,
+        replayed(champion_fit.pipeline, recent, serves - {gone}),
+        replayed(champion_fit.pipeline, recent),
+        serves,
+        table,
+        POLICY,
+    )
+    by_name = {v.scenario: v for v in verdicts}
+    assert by_name[gone].outcome == "failed" and "this version has no model for it" in by_name[gone].reason
+    assert all(v.outcome == "kept" for name, v in by_name.items() if name != gone)
+
+
+def test_new_scenarios_harder_than_average_do_not_fail_the_comparison_with_production():
+    # production serves S01 at WAPE 0.10; the candidate keeps that model and adds S02 at 0.20
+    def frame(wapes: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"window": [1, 2], "wape": wapes})
+
+    verdict = compare_to_champion(frame([0.15, 0.15]), frame([0.10, 0.10]), POLICY, frame([0.10, 0.10]))
+    assert verdict.passed and "on the scenarios both serve" in verdict.reason
+    worse = compare_to_champion(frame([0.15, 0.15]), frame([0.10, 0.10]), POLICY, frame([0.11, 0.11]))
+    assert not worse.passed and "worse than the champion's" in worse.reason
+    assert not compare_to_champion(frame([math.nan, math.nan]), None, POLICY).passed  # nothing scored
+
+
+def test_models_with_no_shared_rows_in_a_window_cannot_be_compared(fits):
+    _, champion_fit, _ = fits
+    windows = rolling_windows(champion_fit.test, POLICY.windows, POLICY.window_weeks)
+    rows = pd.concat(windows, ignore_index=True)
+    with pytest.raises(ScoringRefused, match="window 1 has no row of a scenario both"):
+        window_scores(windows, replayed(champion_fit.pipeline, rows), np.zeros(len(rows), dtype=bool))
+
+
+def test_a_verdict_without_rows_to_measure_records_no_number_and_stays_readable():
+    verdict = judge("S01:dairy", math.nan, math.nan, POLICY)
+    assert verdict.outcome == "kept" and verdict.wape is None and verdict.champion_wape is None
+    summary = ScenarioSummary.of([verdict])
+    assert ScenarioSummary.from_dict(json.loads(json.dumps(asdict(summary)))) == summary
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [{"failed": 1e999}, {"failed": -1}, {"failed": "3"}, {"failed": True}],
+)
+def test_a_hostile_scenario_summary_is_refused_as_malformed(counts):
+    raw = {"counts": {**dict.fromkeys(registry.SCENARIO_OUTCOMES, 0), **counts}, "worst": []}
+    with pytest.raises((ValueError, OverflowError)):
+        ScenarioSummary.from_dict(json.loads(json.dumps(raw)))
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"not": "a list"},
+        [{"scenario": 1, "status": "trained"}],
+        [{"scenario": "S01:dairy", "status": "won"}],
+        [{"scenario": "S01:dairy", "status": "trained", "decision": "promoted"}],
+        ["S01:dairy"],
+    ],
+)
+def test_a_malformed_scenario_table_is_refused_in_one_line(table, monkeypatch):
+    import mlflow
+
+    monkeypatch.setattr(mlflow.artifacts, "load_dict", lambda uri: table)
+    with pytest.raises(
+        registry.RegistryError, match=r"^version 3: its scenarios/scenarios.json is not a per-scenario"
+    ):
+        registry.scenario_table("3", "run", {registry.GRANULARITY: "per_scenario"})

@@ -146,6 +146,16 @@ def test_engines_are_local_or_spark():
         inputs.engine("dask")
 
 
+def test_the_spark_engine_is_refused_in_one_line_without_java_unless_spark_connect_is_remote():
+    pytest.importorskip("pyspark")  # the optional `spark` extra
+    from {{ cookiecutter.package_name }}.spark_engine import SparkUnavailable, check_ready
+
+    with pytest.raises(SparkUnavailable, match=r"^ENGINE=spark needs Java 17 and found none") as refused:
+        check_ready({"PATH": "/nonexistent", "SPARK_REMOTE": "local"})  # a local Connect server starts a JVM
+    assert "\n" not in str(refused.value)
+    check_ready({"PATH": "/nonexistent", "SPARK_REMOTE": "sc://spark.example.org:15002"})  # the cluster's
+
+
 def test_a_per_scenario_training_registers_one_version_traced_per_scenario(
     settings, blank_store, tmp_path, capsys
 ):
@@ -157,7 +167,6 @@ def test_a_per_scenario_training_registers_one_version_traced_per_scenario(
     # given a fast per-scenario config and data with one scenario too short
     shutil.copy(blank_store, settings.tracking_uri.removeprefix("sqlite:///"))
     config = tmp_path / "train.toml"
-    shutil.copy("config/backtest.toml", tmp_path)  # the policy champion/challenger per scenario decides by
     config.write_text(
         'seed = 7\ntest_weeks = 8\ngranularity = "per_scenario"\n'
         "[model]\nmax_iter = 20\nlearning_rate = 0.1\n"

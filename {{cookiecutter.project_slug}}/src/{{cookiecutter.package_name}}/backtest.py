@@ -34,7 +34,7 @@ from {{ cookiecutter.package_name }}.data import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.evidence_report import backtest_markdown
 from {{ cookiecutter.package_name }}.scenario_models import scenario_names
-from {{ cookiecutter.package_name }}.scenario_release import judge_scenarios, scenario_table, served_scenarios
+from {{ cookiecutter.package_name }}.scenario_release import judge_scenarios
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
 
@@ -59,48 +59,99 @@ def rolling_windows(history: pd.DataFrame, windows: int, window_weeks: int) -> l
     ]
 
 
-def replay(
-    url: str, windows: list[pd.DataFrame], label: str, serves: set[str] | None = None
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Score every window through one endpoint: one row of metrics per window (a progress line each), and
-    every row's forecast in window order. A per-scenario model is sent only the rows of the scenarios it
-    serves (`serves`); the others get NaN and stay out of its metrics."""
+class ScoringRefused(registry.RegistryError):
+    """The replay cannot judge a model: a window with nothing to ask it, or forecasts that are not numbers."""
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One model's forecasts for every row of the windows, in order, and which rows it was asked: those of
+    the scenarios it serves (NaN forecasts elsewhere)."""
+
+    forecasts: np.ndarray
+    asked: np.ndarray
+
+
+def replay(url: str, windows: list[pd.DataFrame], label: str, serves: set[str] | None = None) -> Replayed:
+    """Score every window through one endpoint, a progress line per window. A per-scenario model is asked
+    only about the scenarios it serves (`serves`; None: all)."""
     from {{ cookiecutter.package_name }}.serve import score
 
-    rows, forecasts = [], []
+    forecasts, asked = [], []
     for number, window in enumerate(windows, 1):
-        sent = window if serves is None else window[scenario_names(window).isin(serves)]
-        predictions = pd.Series(score(url, sent.drop(columns=TARGET)), index=sent.index, dtype=float)
-        forecasts.append(predictions.reindex(window.index).to_numpy())
-        rows.append(
+        mask = np.ones(len(window), dtype=bool)
+        if serves is not None:
+            mask = scenario_names(window).isin(serves).to_numpy()
+        if not mask.any():
+            raise ScoringRefused(
+                f"{label}: window {number} has no row of a scenario it serves: nothing to judge"
+            )
+        predictions = score(url, window[mask].drop(columns=TARGET))
+        if not np.isfinite(predictions).all():
+            bad = int((~np.isfinite(predictions)).sum())
+            raise ScoringRefused(
+                f"{label}: the scoring server returned {bad} forecasts that are not numbers in window"
+                f" {number}: fix the model or the server, then back-test again"
+            )
+        full = np.full(len(window), np.nan)
+        full[mask] = predictions
+        forecasts.append(full)
+        asked.append(mask)
+        wape = forecast_metrics(window[TARGET].to_numpy()[mask], predictions)["wape"]
+        print(f"  {label}: window {number}/{len(windows)} scored (WAPE {wape:.4f})", flush=True)
+    return Replayed(np.concatenate(forecasts), np.concatenate(asked))
+
+
+def window_scores(windows: list[pd.DataFrame], replayed: Replayed, rows: np.ndarray) -> pd.DataFrame:
+    """One row of metrics per window, over `rows` (a mask over every window's rows, in order)."""
+    scores, start = [], 0
+    for number, window in enumerate(windows, 1):
+        chosen = rows[start : start + len(window)]
+        if not chosen.any():
+            raise ScoringRefused(
+                f"window {number} has no row of a scenario both the candidate and production serve:"
+                " they cannot be compared"
+            )
+        actual = window[TARGET].to_numpy()[chosen]
+        predicted = replayed.forecasts[start : start + len(window)][chosen]
+        scores.append(
             {
                 "window": number,
                 "from": window["week_start"].min().date(),
-                **forecast_metrics(sent[TARGET], predictions.to_numpy()),
+                **forecast_metrics(actual, predicted),
             }
         )
-        print(f"  {label}: window {number}/{len(windows)} scored (WAPE {rows[-1]['wape']:.4f})", flush=True)
-    return pd.DataFrame(rows), np.concatenate(forecasts)
+        start += len(window)
+    return pd.DataFrame(scores)
 
 
-def compare_to_champion(candidate: pd.DataFrame, champion: pd.DataFrame | None, policy: Policy) -> Verdict:
-    """Pass when the candidate meets the absolute floor and is not worse than the champion beyond a margin."""
+def compare_to_champion(
+    candidate: pd.DataFrame,
+    champion: pd.DataFrame | None,
+    policy: Policy,
+    candidate_on_shared: pd.DataFrame | None = None,
+) -> Verdict:
+    """Pass when the candidate meets the absolute floor (on every row it serves) and is not worse than the
+    champion beyond a margin. Where the two serve different scenarios, they are compared on the rows of the
+    scenarios both serve (`candidate_on_shared`, and `champion` scored on the same rows)."""
     candidate_wape = float(candidate["wape"].mean())
     champion_wape = None if champion is None else float(champion["wape"].mean())
-    if candidate_wape > policy.wape_floor:
+    if not candidate_wape <= policy.wape_floor:  # a NaN mean (nothing scored) fails too
         reason = f"mean WAPE {candidate_wape:.4f} is above the floor {policy.wape_floor}"
         return Verdict(False, reason, candidate_wape, champion_wape)
     if champion_wape is None:
         return Verdict(
             True, f"mean WAPE {candidate_wape:.4f} meets the floor (no champion yet)", candidate_wape, None
         )
-    if candidate_wape > champion_wape + policy.max_wape_regression:
+    shared = candidate_wape if candidate_on_shared is None else float(candidate_on_shared["wape"].mean())
+    on = "" if candidate_on_shared is None else " on the scenarios both serve"
+    if not shared <= champion_wape + policy.max_wape_regression:
         reason = (
-            f"mean WAPE {candidate_wape:.4f} is worse than the champion's {champion_wape:.4f}"
+            f"mean WAPE {shared:.4f}{on} is worse than the champion's {champion_wape:.4f}"
             f" by more than {policy.max_wape_regression}"
         )
         return Verdict(False, reason, candidate_wape, champion_wape)
-    reason = f"mean WAPE {candidate_wape:.4f} vs champion {champion_wape:.4f}: within the margin"
+    reason = f"mean WAPE {shared:.4f} vs champion {champion_wape:.4f}{on}: within the margin"
     return Verdict(True, reason, candidate_wape, champion_wape)
 
 
@@ -137,34 +188,24 @@ def record_of(
     )
 
 
-@dataclass(frozen=True)
-class Scored:
-    """One model's replay: metrics per window, and every row's forecast (NaN where it serves no model)."""
-
-    windows: pd.DataFrame
-    forecasts: np.ndarray
-
-
 def _score_both(
     settings: Settings,
     windows: list[pd.DataFrame],
-    versions: dict[str, set[str] | None],
+    models: list[tuple[str, str, set[str] | None]],
     urls: dict[str, str | None],
-) -> list[Scored]:
-    """Replay the windows through the candidate then the champion (`versions`: each with the scenarios it
-    serves, None for all); one server hosts those not given by URL."""
+) -> list[Replayed]:
+    """Replay the windows through each (label, version, scenarios it serves or None for all) in turn; one
+    server hosts the versions not given by URL."""
     from {{ cookiecutter.package_name }}.serve import serving
 
-    to_start = [number for number in versions if not urls.get(number)]
+    to_start = [version for _, version, _ in models if not urls.get(version)]
     started_at = time.monotonic()
     with serving(settings, *to_start) as started:
         urls = {**urls, **dict(zip(to_start, started, strict=True))}
         if to_start:
             print(f"Server ready after {time.monotonic() - started_at:.0f} s.", flush=True)
-        labels = ["candidate", "champion"]
         return [
-            Scored(*replay(urls[number], windows, f"{label} v{number}", serves))
-            for label, (number, serves) in zip(labels, versions.items(), strict=False)
+            replay(urls[version], windows, f"{label} v{version}", serves) for label, version, serves in models
         ]
 
 
@@ -192,13 +233,13 @@ def _record(
 def scenario_gate(verdict: Verdict, scenarios: list[ScenarioVerdict], policy: Policy) -> Verdict:
     """A per-scenario version also fails when more of its scenarios failed than the policy allows."""
     failed = [scenario for scenario in scenarios if scenario.outcome == "failed"]
-    if len(failed) <= policy.max_failed_scenarios:
+    if len(failed) <= policy.max_failed_backtest_scenarios:
         return verdict
     named = "; ".join(f"{scenario.scenario} ({scenario.reason})" for scenario in failed[:3])
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
     reason = (
-        f"{len(failed)} scenario(s) failed, the policy allows {policy.max_failed_scenarios}"
-        f" (max_failed_scenarios): {named}{more}"
+        f"{len(failed)} scenario(s) failed, the policy allows {policy.max_failed_backtest_scenarios}"
+        f" (max_failed_backtest_scenarios in config/backtest.toml): {named}{more}"
     )
     return replace(
         verdict, passed=False, reason=f"{verdict.reason}; {reason}" if not verdict.passed else reason
@@ -228,24 +269,30 @@ def run_backtest(
         flush=True,
     )
     windows = rolling_windows(snapshot_of_version(candidate_version), policy.windows, policy.window_weeks)
-    table = scenario_table(candidate_version)
-    champion_version = registry.get_version(client, settings.model_name, champion) if champion else None
-    serves = {version: served_scenarios(table)}
-    if champion_version is not None:
-        serves[champion] = served_scenarios(scenario_table(champion_version))
+    table = registry.scenario_table(version, candidate_version.run_id, candidate_version.tags)
+    models = [("candidate", version, registry.served_scenarios(table))]
+    if champion:
+        defending = registry.get_version(client, settings.model_name, champion)
+        defended = registry.scenario_table(champion, defending.run_id, defending.tags)
+        models.append(("champion", champion, registry.served_scenarios(defended)))
     candidate, *defending = _score_both(
-        settings, windows, serves, {version: candidate_url, **({champion: champion_url} if champion else {})}
+        settings, windows, models, {version: candidate_url, **({champion: champion_url} if champion else {})}
     )
-    champion_scores = defending[0] if defending else None
-    verdict = compare_to_champion(
-        candidate.windows, None if champion_scores is None else champion_scores.windows, policy
-    )
+    candidate_scores, champion_scores = window_scores(windows, candidate, candidate.asked), None
+    verdict = compare_to_champion(candidate_scores, None, policy)
+    if defending:
+        shared = candidate.asked & defending[0].asked
+        champion_scores = window_scores(windows, defending[0], shared)
+        differ = not (np.array_equal(shared, candidate.asked) and np.array_equal(shared, defending[0].asked))
+        candidate_on_shared = window_scores(windows, candidate, shared) if differ else None
+        verdict = compare_to_champion(candidate_scores, champion_scores, policy, candidate_on_shared)
     scenarios = None
     if table is not None:
         scenarios = judge_scenarios(
             pd.concat(windows, ignore_index=True),
-            candidate.forecasts,
-            None if champion_scores is None else (champion_scores.forecasts, serves[champion]),
+            candidate,
+            defending[0] if defending else None,
+            models[1][2] if defending else None,
             table,
             policy,
         )
@@ -254,8 +301,8 @@ def run_backtest(
     record = record_of(
         version,
         champion,
-        candidate.windows,
-        None if champion_scores is None else champion_scores.windows,
+        candidate_scores,
+        champion_scores,
         verdict,
         policy,
         at,

@@ -34,7 +34,9 @@ class Policy:
     window_weeks: int
     wape_floor: float
     max_wape_regression: float
-    max_failed_scenarios: int = 0  # per-scenario versions: scenarios that may fail before the version does
+    max_failed_backtest_scenarios: int = (
+        0  # per-scenario versions: scenarios that may fail before the version does
+    )
     scenario_wape_floor: float | None = None  # per scenario (one noisy series); None: `wape_floor`
 
     @classmethod
@@ -58,7 +60,9 @@ class Policy:
             int(raw["window_weeks"]),
             _number(raw["wape_floor"]),
             _number(raw["max_wape_regression"]),
-            int(raw.get("max_failed_scenarios", 0)),  # records from before per-scenario releases lack them
+            _count(
+                raw.get("max_failed_backtest_scenarios", 0)
+            ),  # records from before per-scenario releases lack them
             None if raw.get("scenario_wape_floor") is None else _number(raw["scenario_wape_floor"]),
         )
 
@@ -85,7 +89,7 @@ class WindowScore:
     champion: dict[str, float] | None
 
 
-SCENARIO_OUTCOMES = ("improved", "kept", "new", "failed", "untrained")
+SCENARIO_OUTCOMES = registry.SCENARIO_OUTCOMES
 WORST_SCENARIOS = 5  # the record keeps these many; the whole table is its own artefact
 
 
@@ -127,14 +131,14 @@ class ScenarioSummary:
         return cls(counts, [v for v in ranked if v.outcome != "untrained"][:WORST_SCENARIOS])
 
     def describe(self) -> str:
-        """'12 scenarios: 8 improved, 4 kept, 0 new, 0 failed, 0 untrained'."""
+        """'12 scenarios: 8 improved, 0 new, 4 kept, 0 failed, 0 untrained'."""
         shown = ", ".join(f"{self.counts.get(outcome, 0)} {outcome}" for outcome in SCENARIO_OUTCOMES)
         return f"{sum(self.counts.values())} scenarios: {shown}"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioSummary:
-        counts = {str(outcome): int(raw["counts"][outcome]) for outcome in SCENARIO_OUTCOMES}
-        return cls(counts, [ScenarioVerdict.from_dict(row) for row in raw["worst"]])
+        counts = {outcome: _count(raw["counts"][outcome]) for outcome in SCENARIO_OUTCOMES}
+        return cls(counts, [ScenarioVerdict.from_dict(row) for row in raw["worst"][:WORST_SCENARIOS]])
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,7 @@ class BacktestRecord:
                 if raw.get("scenarios") is None
                 else ScenarioSummary.from_dict(raw["scenarios"]),
             )
-        except (KeyError, TypeError, AttributeError, registry.RegistryError) as error:
+        except (KeyError, TypeError, AttributeError, OverflowError, registry.RegistryError) as error:
             raise ValueError(f"malformed back-test record: {error!r}") from error
 
 
@@ -208,6 +212,13 @@ def _with_current_keys(raw: dict[str, Any]) -> dict[str, Any]:
     """Old records stay evidence for old versions: a renamed key counts as the new one, which wins if both."""
     renamed = {new: raw[old] for old, (new, _) in RENAMED_POLICY_KEYS.items() if old in raw}
     return {**renamed, **raw}
+
+
+def _count(value: Any) -> int:
+    """A whole number of scenarios, from a record anyone with registry write access could have written."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"not a count: {value!r}")
+    return value
 
 
 def _number(value: Any) -> float:

@@ -50,21 +50,29 @@ def describe_scenario(
 ) -> dict[str, Any]:
     """One scenario of a per-scenario version: its status, data slice and metrics, and the run (code,
     params) its model came from."""
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
     name = scenario_name(*scenario)
     if record["evidence"].get(registry.GRANULARITY) != "per_scenario":
         raise registry.RegistryError(
             f"version {record['version']} is one global model, not one per scenario: ask without SCENARIO"
         )
-    table = mlflow.artifacts.load_dict(f"runs:/{record['run_id']}/{registry.SCENARIOS_ARTIFACT}")
+    table = registry.scenario_table(record["version"], record["run_id"], record["evidence"]) or []
     found = next((row for row in table if row["scenario"] == name), None)
     if found is None:
         raise registry.RegistryError(
             f"version {record['version']} has no scenario {name}: it has {len(table)}, e.g."
             f" {', '.join(row['scenario'] for row in table[:3])}"
         )
-    run = client.get_run(found["run_id"])
+    try:
+        run = client.get_run(str(found.get("run_id")))
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise registry.RegistryError(
+            f"scenario {name} of version {record['version']} names run {found.get('run_id')!r}, which the"
+            " tracking store does not have: its lineage was deleted or never written"
+        ) from None
     return {
         **found,
         "code": {"git_sha": run.data.tags.get("git_sha"), "git_dirty": run.data.tags.get("git_dirty")},

@@ -62,6 +62,10 @@ RETRAIN_REASON = "retrain_reason"
 GRANULARITY = "granularity"  # "global", or "per_scenario": the version holds one model per scenario
 SCENARIOS_ARTIFACT = "scenarios/scenarios.json"  # a per-scenario run's table: status, slice, metrics, run
 SCENARIO_STATUSES = ("trained", "skipped", "failed")  # of each scenario's fit, in that table
+# Champion/challenger per scenario (scenario_release.py): what a release decided for each scenario, and what
+# a back-test found. A version serves a model for the first three.
+SCENARIO_OUTCOMES = ("improved", "new", "kept", "failed", "untrained")
+SERVING_OUTCOMES = SCENARIO_OUTCOMES[:3]
 # Written by `make monitor` on the version it watched: the newest verdict, why, and where its report is.
 MONITORING_EVIDENCE = ("monitor_at", "monitor_verdict", "monitor_reason", "monitor_report")
 VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")
@@ -89,9 +93,52 @@ class RegistryError(Exception):
 
 
 def scenario_status_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """How many scenarios of a per-scenario table were trained, skipped and failed."""
-    statuses = [row.get("status") for row in rows]
+    """How many scenarios of a per-scenario table this run's fits trained, skipped and failed (a kept
+    scenario's row is production's model; `fit_status` says what this run did)."""
+    statuses = [row.get("fit_status", row.get("status")) for row in rows]
     return {status: statuses.count(status) for status in SCENARIO_STATUSES}
+
+
+def scenario_table(version: str, run_id: str, tags: Mapping[str, str]) -> list[dict[str, Any]] | None:
+    """A per-scenario version's table (SCENARIOS_ARTIFACT on its run); None for a global version. Checked
+    row by row: whoever can write to the registry can write it, and the back-test, the next release and
+    lineage read from it which model each scenario serves."""
+    import mlflow
+
+    if tags.get(GRANULARITY) != "per_scenario":
+        return None
+    try:
+        table = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SCENARIOS_ARTIFACT}")
+    except ValueError:  # not JSON
+        table = None
+    if not isinstance(table, list) or not all(map(_is_scenario_row, table)):
+        raise RegistryError(
+            f"version {version}: its {SCENARIOS_ARTIFACT} is not a per-scenario table (a row per scenario:"
+            " its name, its fit's status and, once decided, its outcome): train a new version"
+        )
+    return table
+
+
+def _is_scenario_row(row: Any) -> bool:
+    return (
+        isinstance(row, dict)
+        and isinstance(row.get("scenario"), str)
+        and row.get("status") in SCENARIO_STATUSES
+        and row.get("decision", "untrained") in SCENARIO_OUTCOMES
+        and isinstance(row.get("run_id"), str | None)
+    )
+
+
+def served_scenarios(table: list[dict[str, Any]] | None) -> set[str] | None:
+    """The scenarios a version has a model for; None (all) for a global version. Tables written before
+    champion/challenger per scenario have no decision: there, every trained scenario is served."""
+    if table is None:
+        return None
+    return {
+        row["scenario"]
+        for row in table
+        if row.get("decision") in SERVING_OUTCOMES or ("decision" not in row and row["status"] == "trained")
+    }
 
 
 def parse_version(text: str | None, variable: str = "VERSION") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,6 @@ from {{ cookiecutter.package_name }}.data import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.fitting import TrainConfig, TrainingResult, fit_and_evaluate
 from {{ cookiecutter.package_name }}.scenario_models import scenario_names
-from {{ cookiecutter.package_name }}.scenario_release import scenario_table, served_scenarios
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.snapshot import snapshot_of_version
 from {{ cookiecutter.package_name }}.train import CONFIG_ARTIFACT
@@ -37,9 +37,17 @@ def reproduce(settings: Settings, version: str) -> int:
     registered = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, version))
     carried = np.zeros(len(test), dtype=bool)
     if result.scenarios is not None:
-        test, fresh, carried = _as_composed(result, scenario_table(model_version), model_version.run_id)
-    registered_predictions = registered.predict(test.drop(columns=TARGET))
+        table = registry.scenario_table(version, model_version.run_id, model_version.tags)
+        test, fresh, carried = _as_composed(result, table, model_version.run_id)
     own = ~carried  # rows whose scenario's model this version's own run fitted
+    if not own.any():
+        print(
+            f"Nothing to reproduce in version {version}: every scenario it serves kept production's model,"
+            " fitted by earlier runs; reproduce the versions `make lineage SCENARIO=...` names for them",
+            file=sys.stderr,
+        )
+        return 1
+    registered_predictions = registered.predict(test.drop(columns=TARGET))
     predictions_match = bool(np.allclose(registered_predictions[own], fresh[own], rtol=0, atol=TOLERANCE))
     reproduced = forecast_metrics(test[TARGET], np.where(carried, registered_predictions, fresh))
     rows = [
@@ -75,7 +83,7 @@ def _as_composed(
     """A per-scenario version serves its own run's fits and models kept from production: the hold-out
     rows of the scenarios it serves, the refit's forecasts for them, and which rows' models came from
     other runs."""
-    served = served_scenarios(table) or set()
+    served = registry.served_scenarios(table) or set()
     own = {row["scenario"] for row in table or [] if row.get("run_id") == run_id}
     names = scenario_names(result.test)
     keep = names.isin(served).to_numpy()

@@ -26,12 +26,12 @@ from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.scenario_models import ScenarioModels, scenario_names
 
 if TYPE_CHECKING:  # fitting (scikit-learn) is imported by the training only: the back-test judges over HTTP
-    from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
+    from {{ cookiecutter.package_name }}.backtest import Replayed
     from {{ cookiecutter.package_name }}.fitting import TrainingResult
 
-TAKEN = ("improved", "new")  # outcomes that serve this training's challenger
+TAKEN = ("improved", "new")  # outcomes that serve this training's challenger (registry.SERVING_OUTCOMES)
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def judge(scenario: str, wape: float | None, champion_wape: float | None, policy
     """The back-test's verdict on one scenario of a composite: where the rule keeps production's model, the
     version must serve that very model (the same forecasts), or production changed since it was trained."""
     choice = choose(wape, champion_wape, policy)
-    verdict = ScenarioVerdict(scenario, choice.outcome, wape, champion_wape, choice.reason)
+    verdict = ScenarioVerdict(scenario, choice.outcome, _finite(wape), _finite(champion_wape), choice.reason)
     if choice.outcome != "kept":
         return verdict
     if wape is not None and champion_wape is not None and math.isnan(wape) and math.isnan(champion_wape):
@@ -83,11 +83,21 @@ def judge(scenario: str, wape: float | None, champion_wape: float | None, policy
     )
 
 
-def scenario_wapes(rows: pd.DataFrame, predictions: np.ndarray, policy: Policy) -> dict[str, float]:
+def _finite(wape: float | None) -> float | None:
+    """A WAPE as a verdict records it: NaN (a model with no rows to measure it on) is no number at all."""
+    return None if wape is None or math.isnan(wape) else wape
+
+
+def scenario_wapes(
+    rows: pd.DataFrame, predictions: np.ndarray, policy: Policy, asked: np.ndarray | None = None
+) -> dict[str, float]:
     """Each scenario's mean WAPE over the back-test windows (the newest windows x window_weeks weeks of
-    `rows`), each window's WAPE as `forecast_metrics` computes it."""
+    `rows`), each window's WAPE as `forecast_metrics` computes it; only over the rows a model was `asked`
+    about, when given (the windows stay those of all `rows`)."""
     weeks = np.sort(rows["week_start"].unique())[-policy.windows * policy.window_weeks :]
     inside = rows["week_start"].isin(weeks).to_numpy()
+    if asked is not None:
+        inside &= asked
     actual = rows[TARGET].to_numpy(dtype=float)[inside]
     frame = pd.DataFrame(
         {
@@ -102,52 +112,30 @@ def scenario_wapes(rows: pd.DataFrame, predictions: np.ndarray, policy: Policy) 
     return {str(name): float(value) for name, value in wape.groupby(level="scenario").mean().items()}
 
 
-SERVED = (*TAKEN, "kept")  # decisions after which a version serves a model for the scenario
-
-
-def scenario_table(model_version: ModelVersion) -> list[dict[str, Any]] | None:
-    """A per-scenario version's table (scenarios/scenarios.json on its run); None for a global version."""
-    import mlflow
-
-    if model_version.tags.get(registry.GRANULARITY) != "per_scenario":
-        return None
-    return mlflow.artifacts.load_dict(f"runs:/{model_version.run_id}/{registry.SCENARIOS_ARTIFACT}")
-
-
-def served_scenarios(table: list[dict[str, Any]] | None) -> set[str] | None:
-    """The scenarios a version has a model for; None (all) for a global version. Tables written before
-    per-scenario releases have no decision: there, every trained scenario is served."""
-    if table is None:
-        return None
-    return {
-        row["scenario"]
-        for row in table
-        if row.get("decision") in SERVED or ("decision" not in row and row["status"] == "trained")
-    }
-
-
 def judge_scenarios(
     rows: pd.DataFrame,
-    forecasts: np.ndarray,
-    champion: tuple[np.ndarray, set[str] | None] | None,
+    candidate: Replayed,
+    champion: Replayed | None,
+    champion_serves: set[str] | None,
     table: list[dict[str, Any]],
     policy: Policy,
 ) -> list[ScenarioVerdict]:
-    """Every scenario of a per-scenario version against production, from the back-test's replayed `rows`:
-    the version's `forecasts`, and production's forecasts with the scenarios it serves (None: no champion).
-    A scenario neither serves keeps what its training said of it (a new scenario that failed the floor
-    stays failed; one with too little history is untrained, with its reason)."""
-    served = served_scenarios(table) or set()
-    wapes = _measured(rows, forecasts, policy)
-    champion_wapes = _measured(rows, champion[0], policy) if champion else {}
-    defended = (
-        (lambda name: False)
-        if champion is None
-        else (lambda name: champion[1] is None or name in champion[1])
+    """Every scenario of a per-scenario version against production, from the back-test's replayed `rows`
+    (the scenarios production serves: `champion_serves`, None for all). A scenario neither serves keeps what
+    its training said of it: a new scenario that failed the floor stays failed; one with too little history
+    is untrained, with its reason."""
+    served = registry.served_scenarios(table) or set()
+    wapes = scenario_wapes(rows, candidate.forecasts, policy, candidate.asked)
+    champion_wapes = (
+        {} if champion is None else scenario_wapes(rows, champion.forecasts, policy, champion.asked)
     )
+
+    def defended(name: str) -> bool:
+        return champion is not None and (champion_serves is None or name in champion_serves)
+
     trained = {row["scenario"]: row for row in table}
     verdicts = []
-    for scenario in sorted(set(scenario_names(rows)) | set(trained)):
+    for scenario in sorted(set(scenario_names(rows)) | set(trained) | (champion_serves or set())):
         wape = wapes.get(scenario, math.nan) if scenario in served else None
         champion_wape = champion_wapes.get(scenario, math.nan) if defended(scenario) else None
         verdict = judge(scenario, wape, champion_wape, policy)
@@ -160,12 +148,6 @@ def judge_scenarios(
             )
         verdicts.append(verdict)
     return verdicts
-
-
-def _measured(rows: pd.DataFrame, forecasts: np.ndarray, policy: Policy) -> dict[str, float]:
-    """`scenario_wapes` over the rows a model was asked about (NaN forecasts: rows it serves no model for)."""
-    asked = ~np.isnan(forecasts)
-    return scenario_wapes(rows[asked].reset_index(drop=True), forecasts[asked], policy)
 
 
 @dataclass(frozen=True)
@@ -213,25 +195,26 @@ def champion_of(client: MlflowClient, name: str) -> Champion | None:
         return None
     model_version = registry.get_version(client, name, version)
     model = mlflow.sklearn.load_model(registry.model_uri(name, version))
-    per_scenario = model_version.tags.get(registry.GRANULARITY) == "per_scenario"
+    table = registry.scenario_table(model_version.version, model_version.run_id, model_version.tags)
     records = None
-    if per_scenario:
-        table = mlflow.artifacts.load_dict(f"runs:/{model_version.run_id}/{registry.SCENARIOS_ARTIFACT}")
-        records = {row["scenario"]: row for row in table if row["scenario"] in set(model.scenarios)}
+    if table is not None:
+        serves = set(model.scenarios)
+        records = {row["scenario"]: row for row in table if row["scenario"] in serves}
     return Champion(
         version=version,
         model=model,
         records=records,
         run_id=model_version.run_id,
         data_fingerprint=model_version.tags.get("data_fingerprint", ""),
-        global_pickle=b"" if per_scenario else pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL),
+        global_pickle=b"" if table is not None else pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL),
     )
 
 
 def compose(result: TrainingResult, champion: Champion | None, policy: Policy) -> TrainingResult:
     """The release candidate of a per-scenario training: per scenario, the challenger or production's model
     as `choose` decides. Its table gains each scenario's decision and both WAPEs; a kept scenario's row is
-    production's (its run, slice and metrics), so lineage names the run each model came from."""
+    production's (its run, slice and metrics), so lineage names the run each model came from, and
+    `fit_status`/`fit_reason` keep what this run's own fit did."""
     fitted = {row["scenario"]: row for row in result.scenarios.to_dict(orient="records")}
     test = result.test.reset_index(drop=True)
     challenger_wapes = scenario_wapes(test, result.predictions, policy)
@@ -244,14 +227,20 @@ def compose(result: TrainingResult, champion: Champion | None, policy: Policy) -
         challenger = challenger_wapes.get(scenario, math.nan) if row["status"] == "trained" else None
         defended = champion is not None and champion.serves(scenario)
         choice = choose(challenger, champion_wapes.get(scenario, math.nan) if defended else None, policy)
+        fit = {"fit_status": row["status"], "fit_reason": row["reason"]}  # this run's fit, whatever is kept
         if choice.outcome in TAKEN:
             served[scenario] = result.pipeline.pickled(scenario)
         elif choice.outcome == "kept":
             served[scenario] = champion.pickled(scenario)
             row = {**row, **champion.lineage(scenario), "status": "trained", "reason": ""}
+            if challenger is None:
+                choice = Choice(
+                    "kept", f"not trained this time ({fit['fit_reason']}): production's model kept"
+                )
         rows.append(
             {
                 **row,
+                **fit,
                 "decision": choice.outcome,
                 "decision_reason": choice.reason,
                 "challenger_wape": challenger,

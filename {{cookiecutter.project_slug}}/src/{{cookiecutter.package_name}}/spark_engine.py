@@ -142,6 +142,20 @@ def spark_session() -> Iterator[SparkSession]:
         spark.stop()
 
 
+def check_ready(env: Mapping[str, str] = os.environ) -> None:
+    """Refuse ENGINE=spark in one line before any work (data gate, fits) when PySpark, or the Java a local
+    or classic session starts, is missing."""
+    _pyspark_session_class()
+    if _starts_a_jvm(env):
+        _require_java(env)
+
+
+def _starts_a_jvm(env: Mapping[str, str]) -> bool:
+    """Only a remote Spark Connect server spares this process a JVM (SPARK_REMOTE=local starts one here)."""
+    remote = env.get("SPARK_REMOTE", "")
+    return not remote or remote.startswith("local")
+
+
 def session_builder(session_class: type[SparkSession], env: Mapping[str, str]) -> SparkSession.Builder:
     """Spark Connect at SPARK_REMOTE; else classic at SPARK_MASTER, or `spark-submit`'s master, or local."""
     builder = session_class.builder.appName("per-scenario-training")
@@ -154,8 +168,8 @@ def session_builder(session_class: type[SparkSession], env: Mapping[str, str]) -
         builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
         if master:
             builder = builder.master(master)
-    if master.startswith("local") or not remote:
-        _require_java(env)  # only a remote server spares this process a JVM
+    if _starts_a_jvm(env):
+        _require_java(env)
     if master.startswith("local"):
         builder = _on_this_machine(builder)
     return builder

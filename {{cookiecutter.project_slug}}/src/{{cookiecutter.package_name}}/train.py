@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.inspection import permutation_importance
 
 from {{ cookiecutter.package_name }} import ci, provenance, registry
-from {{ cookiecutter.package_name }}.backtest_record import POLICY_FILE, Policy
+from {{ cookiecutter.package_name }}.backtest_record import Policy
 from {{ cookiecutter.package_name }}.contract import TARGET, DataUnreadable, load_sales
 from {{ cookiecutter.package_name }}.evaluate import (
     forecast_vs_actual_plot,
@@ -179,6 +179,10 @@ def train(
         return 1
     trained_by = ci.trainer_identity(os.environ)
     config = TrainConfig.from_toml(config_path).with_granularity(granularity)
+    if engine == "spark" and config.granularity == "per_scenario":
+        from {{ cookiecutter.package_name }}.spark_engine import check_ready  # PySpark is an optional extra
+
+        check_ready()
     try:
         frame = load_sales(settings.data_uri)
     except DataUnreadable as error:
@@ -214,8 +218,7 @@ def train(
         result = fit_and_evaluate(frame, config, engine)
         if result.scenarios is not None:
             print(scenario_summary(result.scenarios, engine))
-            policy = Policy.from_toml(config_path.parent / POLICY_FILE.name)  # config/backtest.toml
-            result = release_candidate(result, client, settings.model_name, policy)
+            result = release_candidate(result, client, settings.model_name, Policy.from_toml())
     except ScenarioFitsFailed as error:
         print(f"Training refused: {error}. No run was logged.", file=sys.stderr)
         return 1
