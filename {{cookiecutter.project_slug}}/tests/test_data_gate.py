@@ -227,6 +227,27 @@ def test_training_refuses_history_shorter_than_the_hold_out_and_logs_nothing(set
     assert not Path(settings.tracking_uri.removeprefix("sqlite:///")).exists()
 
 
+def test_a_global_training_refuses_more_stores_than_one_model_takes_and_logs_nothing(
+    settings, capsys, monkeypatch
+):
+    # given valid data with 8 stores, and a model that takes at most 5 values of a categorical feature
+    from {{ cookiecutter.package_name }} import features
+
+    monkeypatch.setattr(features, "MAX_CATEGORIES", 5)
+    data_path = Path(settings.data_uri)
+    data_path.parent.mkdir(parents=True)
+    generate_sales(newest_complete_week(date.today()), weeks=104).to_parquet(data_path, index=False)
+    # when
+    code = train(settings)
+    # then it says why in one line and what to do instead, before writing anything
+    refusal = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in refusal
+    assert "8 distinct store_id values, and one global model takes at most 5" in refusal
+    assert "make train-scenarios" in refusal
+    assert not settings.snapshot_dir.exists()
+    assert not Path(settings.tracking_uri.removeprefix("sqlite:///")).exists()
+
+
 @pytest.mark.parametrize("kind", ["empty file", "not Parquet"])
 def test_training_refuses_an_unreadable_file_in_one_line_and_logs_nothing(settings, kind, capsys):
     # given

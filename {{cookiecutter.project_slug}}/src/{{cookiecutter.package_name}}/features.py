@@ -16,6 +16,17 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 
 CATEGORICAL = ["store_id", "category"]
 NUMERIC = ["price", "discount", "promo", "holiday", "week_of_year", "month", "year"]
+MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on the values of one categorical feature
+
+
+def too_many_categories(frame: pd.DataFrame) -> str | None:
+    """Why one model cannot be fitted on all of `frame` (a categorical feature with more values than the
+    estimator takes), or None. A per-scenario fit sees one store and one category, so never hits it."""
+    for column in CATEGORICAL:
+        count = frame[column].nunique()
+        if count > MAX_CATEGORIES:
+            return f"{count} distinct {column} values, and one global model takes at most {MAX_CATEGORIES}"
+    return None
 
 
 def add_calendar_features(frame: pd.DataFrame) -> pd.DataFrame:

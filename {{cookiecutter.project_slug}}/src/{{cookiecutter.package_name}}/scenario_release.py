@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import pickle  # nosec B403 # our own fitted pipelines, unpickled only by our own ScenarioModels
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from {{ cookiecutter.package_name }} import registry
 from {{ cookiecutter.package_name }}.backtest_record import SCENARIO_OUTCOMES, Policy, ScenarioVerdict
 from {{ cookiecutter.package_name }}.contract import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
+from {{ cookiecutter.package_name }}.scenario_engines import run_local
 from {{ cookiecutter.package_name }}.scenario_models import ScenarioModels, scenario_names
 
 if TYPE_CHECKING:  # fitting (scikit-learn) is imported by the training only: the back-test judges over HTTP
@@ -165,11 +167,18 @@ class Champion:
         return self.records is None or scenario in self.records
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
-        """Forecasts for the rows of scenarios it serves; NaN for the others."""
+        """Forecasts for the rows of scenarios it serves; NaN for the others. One model per scenario is
+        many small predictions: they run on every core, as the fits do."""
         predictions = np.full(len(rows), np.nan)
         served = scenario_names(rows).map(self.serves).to_numpy(dtype=bool)
-        if served.any():
+        if not served.any():
+            return predictions
+        if self.records is None:  # one global model: one call
             predictions[served] = self.model.predict(rows[served].drop(columns=TARGET))
+            return predictions
+        positioned = rows.reset_index(drop=True)[served]
+        for share in run_local(positioned, partial(_forecast_scenario, models=self.model)):
+            predictions[share["positions"]] = share["forecasts"]
         return predictions
 
     def pickled(self, scenario: str) -> bytes:
@@ -184,6 +193,14 @@ class Champion:
 
         unknown = dict.fromkeys(("rows", "weeks", *METRICS))  # a global model has no per-scenario slice
         return {**unknown, "run_id": self.run_id, "data_fingerprint": self.data_fingerprint}
+
+
+def _forecast_scenario(rows: pd.DataFrame, models: ScenarioModels) -> dict[str, Any]:
+    """One scenario's forecasts by production's model for it, by row position (a worker's task)."""
+    return {
+        "positions": rows.index.to_list(),
+        "forecasts": models.predict(rows.drop(columns=TARGET)).tolist(),
+    }
 
 
 def champion_of(client: MlflowClient, name: str) -> Champion | None:

@@ -26,6 +26,7 @@ from {{ cookiecutter.package_name }}.evaluate import (
     residuals_plot,
 )
 from {{ cookiecutter.package_name }}.evidence import DATA_DOCS_ARTIFACT_DIR, GATE_SUMMARY_ARTIFACT
+from {{ cookiecutter.package_name }}.features import too_many_categories
 from {{ cookiecutter.package_name }}.fitting import (
     ScenarioFitsFailed,
     TrainConfig,
@@ -209,6 +210,14 @@ def train(
         failed = ", ".join(failure.name for failure in report.failures)
         print(
             f"Training refused: the data gate failed on {failed}. Fix the data; no run was logged.",
+            file=sys.stderr,
+        )
+        return 1
+    overflow = too_many_categories(frame) if config.granularity == "global" else None
+    if overflow:
+        print(
+            f"Training refused: {overflow}: train one model per scenario (`make train-scenarios`), or group"
+            " them in features.py. No run was logged.",
             file=sys.stderr,
         )
         return 1
