@@ -27,6 +27,7 @@ MODEL = "fault-model"
 TRAINER, APPROVER = "carol", "dave"
 # A small model: every kill point repeats a whole training, and what is written does not depend on its size.
 FAST_CONFIG = "seed = 1\ntest_weeks = 26\n[model]\nmax_iter = 10\nmax_leaf_nodes = 8\n"
+GRANULARITIES = ("global", "per_scenario")  # one model, or one per store x category registered as one version
 
 
 @pytest.fixture(scope="module")
@@ -84,36 +85,40 @@ def settings_for(project: Path, folder: Path, url: str):
     return replace(base, tracking_uri=url, data_uri=str(project / "data" / "raw" / "sales.parquet"))
 
 
-def train_through(switch_url: str, project: Path, folder: Path) -> None:
+def train_through(switch_url: str, project: Path, folder: Path, granularity: str = "global") -> None:
     from demand_forecast.train import train
 
     config = folder / "train-fast.toml"
     config.write_text(FAST_CONFIG)
-    assert train(settings_for(project, folder, switch_url), config) == 0
+    assert train(settings_for(project, folder, switch_url), config, granularity) == 0
 
 
 @pytest.fixture(scope="module")
-def training_writes(forks, project, migrated_store, tmp_path_factory) -> list[str]:
-    """Every write a whole training makes, in order, seen by a switch that kills nothing."""
-    folder = tmp_path_factory.mktemp("baseline")
-    server = forks.start(store_copy(migrated_store, folder), folder)
-    switch = KillSwitch(server)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TRAINED_BY", TRAINER)
-        patch.chdir(project)
-        train_through(switch.url, project, folder)
-    switch.close()
-    server.kill()
-    return list(switch.writes)
+def training_writes(forks, project, migrated_store, tmp_path_factory) -> dict[str, list[str]]:
+    """Every write a whole training makes at each granularity, in order, seen by a switch that kills nothing."""
+    writes = {}
+    for granularity in GRANULARITIES:
+        folder = tmp_path_factory.mktemp(f"baseline-{granularity}")
+        server = forks.start(store_copy(migrated_store, folder), folder)
+        switch = KillSwitch(server)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TRAINED_BY", TRAINER)
+            patch.chdir(project)
+            train_through(switch.url, project, folder, granularity)
+        switch.close()
+        server.kill()
+        writes[granularity] = list(switch.writes)
+    return writes
 
 
+@pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_a_training_killed_at_any_write_leaves_no_version_that_could_pass_a_gate(
-    forks, project, migrated_store, tmp_path, quick_failures, training_writes
+    forks, project, migrated_store, tmp_path, quick_failures, training_writes, granularity
 ):
     from demand_forecast import registry
 
     # given every kind of write a training makes (each endpoint, and an artefact upload)
-    kinds = list(dict.fromkeys(kind_of(write) for write in training_writes))
+    kinds = list(dict.fromkeys(kind_of(write) for write in training_writes[granularity]))
     assert "POST /api/2.0/mlflow/model-versions/create" in kinds
     outcomes = []
     for number, kind in enumerate(kinds):
@@ -122,7 +127,7 @@ def test_a_training_killed_at_any_write_leaves_no_version_that_could_pass_a_gate
         switch = KillSwitch(server, kill_on=kind)
         # when the server dies just before this write
         with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, training must not succeed
-            train_through(switch.url, project, folder)
+            train_through(switch.url, project, folder, granularity)
         switch.close()
         # then a fresh server on the same store shows no incomplete version, and no candidate but a complete one
         revived = forks.start(f"sqlite:///{folder / 'mlflow.db'}", folder)
