@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 
@@ -16,9 +17,17 @@ import pytest
 
 from conftest import GOOD_EVIDENCE, TODAY
 from {{ cookiecutter.package_name }} import registry
-from {{ cookiecutter.package_name }}.backtest_record import BacktestRecord, Policy, WindowScore, window_plot
+from {{ cookiecutter.package_name }}.backtest_record import (
+    BacktestRecord,
+    Policy,
+    ScenarioSummary,
+    ScenarioVerdict,
+    WindowScore,
+    window_plot,
+)
 from {{ cookiecutter.package_name }}.cli import main
 from {{ cookiecutter.package_name }}.evidence import GATE_SUMMARY_ARTIFACT, write_evidence
+from {{ cookiecutter.package_name }}.evidence_report import backtest_markdown
 from {{ cookiecutter.package_name }}.settings import shareable_uri
 
 POLICY = Policy(windows=2, window_weeks=4, wape_floor=0.15, max_wape_regression=0.005)
@@ -338,6 +347,19 @@ def test_a_malformed_back_test_record_is_rejected(broken):
 
 def test_a_record_survives_its_round_trip():
     assert BacktestRecord.from_json(record().to_json()) == record()
+
+
+def test_a_per_scenario_record_shows_its_counts_and_worst_scenarios_as_text_and_survives_its_round_trip():
+    hostile = ScenarioVerdict("S01:dairy", "failed", 0.31, None, "<img src=x onerror=alert(1)> | cell")
+    kept = ScenarioVerdict("S02:dairy", "kept", 0.12, 0.12, "production's own model (the same forecasts)")
+    per_scenario = replace(record(), scenarios=ScenarioSummary.of([kept, hostile]))
+    assert BacktestRecord.from_json(per_scenario.to_json()) == per_scenario
+    report = backtest_markdown(per_scenario)
+    assert "2 scenarios: 0 improved, 0 new, 1 kept, 1 failed, 0 untrained" in report
+    assert "backtest/backtest-v2-scenarios.json" in report
+    worst = [line for line in report.splitlines() if line.startswith("| S0")]
+    assert worst[0].startswith("| S01:dairy | failed | 0.3100 | - |")  # failed first
+    assert "<img" not in report and "&lt;img src=x onerror=alert(1)&gt; \\| cell" in report
 
 
 def record_before_1_1_json() -> str:
