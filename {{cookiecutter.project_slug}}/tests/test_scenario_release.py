@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import re
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -236,6 +237,62 @@ def test_a_malformed_scenario_table_is_refused_in_one_line(table, monkeypatch):
 
     monkeypatch.setattr(mlflow.artifacts, "load_dict", lambda uri: table)
     with pytest.raises(
-        registry.RegistryError, match=r"^version 3: its scenarios/scenarios.json is not a per-scenario"
+        registry.RegistryError,
+        match=r"^version 3: its scenarios/scenarios.json is missing or not a per-scenario",
     ):
         registry.scenario_table("3", "run", {registry.GRANULARITY: "per_scenario"})
+
+
+def test_a_scenario_table_mlflow_cannot_parse_is_refused_in_one_line(monkeypatch):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    def unparsable(uri: str) -> None:
+        raise MlflowException("Unable to form a JSON object", error_code=INVALID_PARAMETER_VALUE)
+
+    monkeypatch.setattr(mlflow.artifacts, "load_dict", unparsable)
+    with pytest.raises(
+        registry.RegistryError, match=r"^version 3: its scenarios/scenarios.json is missing or not"
+    ):
+        registry.scenario_table("3", "run", {registry.GRANULARITY: "per_scenario"})
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("max_failed_backtest_scenarios = -1", "not a count: -1"),
+        ("scenario_wape_floor = nan", "not a finite"),
+    ],
+)
+def test_a_bad_policy_value_is_refused_in_one_line_naming_the_file(tmp_path, line, problem):
+    from {{ cookiecutter.package_name }}.inputs import InputError
+
+    policy = tmp_path / "backtest.toml"
+    policy.write_text(
+        "windows = 2\nwindow_weeks = 4\nwape_floor = 0.15\nmax_wape_regression = 0.005\n" + line
+    )
+    with pytest.raises(InputError, match=rf"^{re.escape(str(policy))}: .*{problem}"):
+        Policy.from_toml(policy)
+
+
+def test_a_scoring_server_answering_the_wrong_number_of_forecasts_is_refused(fits, monkeypatch):
+    from {{ cookiecutter.package_name }} import serve
+    from {{ cookiecutter.package_name }}.backtest import replay
+
+    _, champion_fit, _ = fits
+    windows = rolling_windows(champion_fit.test, POLICY.windows, POLICY.window_weeks)
+    monkeypatch.setattr(serve, "score", lambda url, rows: np.zeros(len(rows) - 1))
+    with pytest.raises(ScoringRefused, match=r"candidate v2: the scoring server returned forecasts of shape"):
+        replay("http://127.0.0.1:9", windows, "candidate v2")
+
+
+def test_a_global_model_is_limited_by_its_max_bins_too(fits):
+    from {{ cookiecutter.package_name }}.features import too_many_categories
+
+    frame, _, _ = fits  # 3 stores
+    assert too_many_categories(frame, {}) is None
+    assert (
+        too_many_categories(frame, {"max_bins": 2})
+        == "3 distinct store_id values, and one global model takes at most 2"
+    )

@@ -87,6 +87,11 @@ def replay(url: str, windows: list[pd.DataFrame], label: str, serves: set[str] |
                 f"{label}: window {number} has no row of a scenario it serves: nothing to judge"
             )
         predictions = score(url, window[mask].drop(columns=TARGET))
+        if predictions.shape != (int(mask.sum()),):
+            raise ScoringRefused(
+                f"{label}: the scoring server returned forecasts of shape {predictions.shape} for"
+                f" {int(mask.sum())} rows in window {number}: it is not this project's server"
+            )
         if not np.isfinite(predictions).all():
             bad = int((~np.isfinite(predictions)).sum())
             raise ScoringRefused(

@@ -49,7 +49,14 @@ class Policy:
                     f"{path}: {old} was renamed {new} in template {release}: rename the key"
                     " (copier update does it for you)"
                 )
-        return cls.from_dict(raw)
+        try:
+            return cls.from_dict(raw)
+        except KeyError as error:
+            raise inputs.InputError(
+                f"{path}: {error.args[0]} is missing: add it (see the template's)"
+            ) from None
+        except (TypeError, ValueError, OverflowError) as error:
+            raise inputs.InputError(f"{path}: {error}: fix the value") from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Policy:

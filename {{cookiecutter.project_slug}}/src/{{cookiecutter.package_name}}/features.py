@@ -19,13 +19,15 @@ NUMERIC = ["price", "discount", "promo", "holiday", "week_of_year", "month", "ye
 MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on the values of one categorical feature
 
 
-def too_many_categories(frame: pd.DataFrame) -> str | None:
-    """Why one model cannot be fitted on all of `frame` (a categorical feature with more values than the
-    estimator takes), or None. A per-scenario fit sees one store and one category, so never hits it."""
+def too_many_categories(frame: pd.DataFrame, params: dict[str, Any]) -> str | None:
+    """Why one model with `params` cannot be fitted on all of `frame` (a categorical feature with more values
+    than the estimator takes: at most `max_bins`), or None. A per-scenario fit sees one store and one
+    category, so never hits it."""
+    limit = min(MAX_CATEGORIES, int(params.get("max_bins", MAX_CATEGORIES)))
     for column in CATEGORICAL:
         count = frame[column].nunique()
-        if count > MAX_CATEGORIES:
-            return f"{count} distinct {column} values, and one global model takes at most {MAX_CATEGORIES}"
+        if count > limit:
+            return f"{count} distinct {column} values, and one global model takes at most {limit}"
     return None
 
 

@@ -107,14 +107,21 @@ def scenario_table(version: str, run_id: str, tags: Mapping[str, str]) -> list[d
 
     if tags.get(GRANULARITY) != "per_scenario":
         return None
+    from mlflow.exceptions import MlflowException
+
     try:
         table = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SCENARIOS_ARTIFACT}")
-    except ValueError:  # not JSON
+    except MlflowException as error:  # missing, or not JSON; a store that is down is not this version's fault
+        if error.error_code not in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            raise
+        table = None
+    except ValueError:
         table = None
     if not isinstance(table, list) or not all(map(_is_scenario_row, table)):
         raise RegistryError(
-            f"version {version}: its {SCENARIOS_ARTIFACT} is not a per-scenario table (a row per scenario:"
-            " its name, its fit's status and, once decided, its outcome): train a new version"
+            f"version {version}: its {SCENARIOS_ARTIFACT} is missing or not a per-scenario table (a row per"
+            " scenario: its name, its fit's status and, once decided, its outcome): train a new version, or,"
+            " if production runs it, roll production back to a version whose table reads"
         )
     return table
 

@@ -32,21 +32,18 @@ def reproduce(settings: Settings, version: str) -> int:
     config = TrainConfig.from_dict(
         mlflow.artifacts.load_dict(f"runs:/{model_version.run_id}/{CONFIG_ARTIFACT}")
     )
+    table = registry.scenario_table(version, model_version.run_id, model_version.tags)
+    if table is not None and not _own_scenarios(table, model_version.run_id):
+        return _nothing_of_its_own(version)  # before refitting every scenario for nothing
     result = fit_and_evaluate(frame, config)
     test, fresh = result.test, result.predictions
     registered = mlflow.sklearn.load_model(registry.model_uri(settings.model_name, version))
     carried = np.zeros(len(test), dtype=bool)
-    if result.scenarios is not None:
-        table = registry.scenario_table(version, model_version.run_id, model_version.tags)
+    if table is not None:
         test, fresh, carried = _as_composed(result, table, model_version.run_id)
     own = ~carried  # rows whose scenario's model this version's own run fitted
     if not own.any():
-        print(
-            f"Nothing to reproduce in version {version}: every scenario it serves kept production's model,"
-            " fitted by earlier runs; reproduce the versions `make lineage SCENARIO=...` names for them",
-            file=sys.stderr,
-        )
-        return 1
+        return _nothing_of_its_own(version)
     registered_predictions = registered.predict(test.drop(columns=TARGET))
     predictions_match = bool(np.allclose(registered_predictions[own], fresh[own], rtol=0, atol=TOLERANCE))
     reproduced = forecast_metrics(test[TARGET], np.where(carried, registered_predictions, fresh))
@@ -77,14 +74,29 @@ def reproduce(settings: Settings, version: str) -> int:
     return 0 if reproduced_ok else 1
 
 
+def _nothing_of_its_own(version: str) -> int:
+    print(
+        f"Nothing to reproduce in version {version}: every scenario it serves kept production's model,"
+        " fitted by earlier runs; reproduce the versions `make lineage SCENARIO=...` names for them",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _own_scenarios(table: list[dict[str, Any]], run_id: str) -> set[str]:
+    """The scenarios a per-scenario version serves with a model its own run fitted."""
+    served = registry.served_scenarios(table) or set()
+    return {row["scenario"] for row in table if row.get("run_id") == run_id and row["scenario"] in served}
+
+
 def _as_composed(
-    result: TrainingResult, table: list[dict[str, Any]] | None, run_id: str
+    result: TrainingResult, table: list[dict[str, Any]], run_id: str
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """A per-scenario version serves its own run's fits and models kept from production: the hold-out
     rows of the scenarios it serves, the refit's forecasts for them, and which rows' models came from
     other runs."""
     served = registry.served_scenarios(table) or set()
-    own = {row["scenario"] for row in table or [] if row.get("run_id") == run_id}
+    own = _own_scenarios(table, run_id)
     names = scenario_names(result.test)
     keep = names.isin(served).to_numpy()
     carried = ~names[keep].isin(own).to_numpy()

@@ -213,7 +213,7 @@ def train(
             file=sys.stderr,
         )
         return 1
-    overflow = too_many_categories(frame) if config.granularity == "global" else None
+    overflow = too_many_categories(frame, config.model) if config.granularity == "global" else None
     if overflow:
         print(
             f"Training refused: {overflow}: train one model per scenario (`make train-scenarios`), or group"
