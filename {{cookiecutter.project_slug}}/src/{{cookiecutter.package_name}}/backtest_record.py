@@ -96,7 +96,6 @@ class WindowScore:
     champion: dict[str, float] | None
 
 
-SCENARIO_OUTCOMES = registry.SCENARIO_OUTCOMES
 WORST_SCENARIOS = 5  # the record keeps these many; the whole table is its own artefact
 
 
@@ -106,14 +105,14 @@ class ScenarioVerdict:
     where one has no model for it) and the outcome, with why."""
 
     scenario: str
-    outcome: str  # one of SCENARIO_OUTCOMES
+    outcome: str  # one of registry.SCENARIO_OUTCOMES
     wape: float | None
     champion_wape: float | None
     reason: str
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioVerdict:
-        if raw["outcome"] not in SCENARIO_OUTCOMES:
+        if raw["outcome"] not in registry.SCENARIO_OUTCOMES:
             raise ValueError(f"unknown scenario outcome {raw['outcome']!r}")
         return cls(
             str(raw["scenario"]),
@@ -133,18 +132,22 @@ class ScenarioSummary:
 
     @classmethod
     def of(cls, verdicts: list[ScenarioVerdict]) -> ScenarioSummary:
-        counts = {outcome: sum(v.outcome == outcome for v in verdicts) for outcome in SCENARIO_OUTCOMES}
+        counts = {
+            outcome: sum(v.outcome == outcome for v in verdicts) for outcome in registry.SCENARIO_OUTCOMES
+        }
         ranked = sorted(verdicts, key=lambda v: (v.outcome != "failed", -(v.wape or 0.0), v.scenario))
         return cls(counts, [v for v in ranked if v.outcome != "untrained"][:WORST_SCENARIOS])
 
     def describe(self) -> str:
         """'12 scenarios: 8 improved, 0 new, 4 kept, 0 failed, 0 untrained'."""
-        shown = ", ".join(f"{self.counts.get(outcome, 0)} {outcome}" for outcome in SCENARIO_OUTCOMES)
+        shown = ", ".join(
+            f"{self.counts.get(outcome, 0)} {outcome}" for outcome in registry.SCENARIO_OUTCOMES
+        )
         return f"{sum(self.counts.values())} scenarios: {shown}"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ScenarioSummary:
-        counts = {outcome: _count(raw["counts"][outcome]) for outcome in SCENARIO_OUTCOMES}
+        counts = {outcome: _count(raw["counts"][outcome]) for outcome in registry.SCENARIO_OUTCOMES}
         return cls(counts, [ScenarioVerdict.from_dict(row) for row in raw["worst"][:WORST_SCENARIOS]])
 
 

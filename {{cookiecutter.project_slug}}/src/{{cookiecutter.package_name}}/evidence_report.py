@@ -220,7 +220,7 @@ MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]|#!~])")
 SCENARIO_HEADER = ("scenario", "status", "hold-out WAPE", "rows", "why not trained")
 
 
-def scenario_summary(scenarios: list[dict[str, Any]]) -> str:
+def scenario_fit_counts(scenarios: list[dict[str, Any]]) -> str:
     """How many scenarios were trained, skipped and failed, in one line."""
     if not scenarios:
         return f"{NOT_RECORDED}: the run has no per-scenario table"
@@ -311,7 +311,14 @@ def markdown(evidence: Evidence, page_name: str) -> str:
             ]
             lines += [*md_table(SCENARIO_VERDICT_HEADER, scenario_verdict_rows(evidence.backtest)), ""]
     if evidence.scenarios is not None:
-        lines += ["### Scenarios", "", md(scenario_summary(evidence.scenarios)), "", md(SCENARIOS_NOTE), ""]
+        lines += [
+            "### Scenarios",
+            "",
+            md(scenario_fit_counts(evidence.scenarios)),
+            "",
+            md(SCENARIOS_NOTE),
+            "",
+        ]
         lines += [*md_table(SCENARIO_HEADER, scenario_rows(evidence.scenarios)), ""]
     lines += ["### Approval history", ""]
     lines += md_table(APPROVAL_HEADER, approval_rows(evidence)) if evidence.releases else [NEVER_PROMOTED]
@@ -377,7 +384,7 @@ def html_page(evidence: Evidence) -> str:
     scenarios = ""
     if evidence.scenarios is not None:
         scenarios = (
-            f"<h2>Scenarios</h2>\n<p>{html.escape(scenario_summary(evidence.scenarios))}</p>\n"
+            f"<h2>Scenarios</h2>\n<p>{html.escape(scenario_fit_counts(evidence.scenarios))}</p>\n"
             f'<p class="missing">{html.escape(SCENARIOS_NOTE)}</p>\n'
             f"{html_table(SCENARIO_HEADER, scenario_rows(evidence.scenarios))}"
         )

@@ -65,7 +65,8 @@ SCENARIO_STATUSES = ("trained", "skipped", "failed")  # of each scenario's fit, 
 # Champion/challenger per scenario (scenario_release.py): what a release decided for each scenario, and what
 # a back-test found. A version serves a model for the first three.
 SCENARIO_OUTCOMES = ("improved", "new", "kept", "failed", "untrained")
-SERVING_OUTCOMES = SCENARIO_OUTCOMES[:3]
+CHALLENGER_OUTCOMES = SCENARIO_OUTCOMES[:2]  # the version serves the model its own training fitted
+SERVING_OUTCOMES = SCENARIO_OUTCOMES[:3]  # ... or production's, kept
 # Written by `make monitor` on the version it watched: the newest verdict, why, and where its report is.
 MONITORING_EVIDENCE = ("monitor_at", "monitor_verdict", "monitor_reason", "monitor_report")
 VERSION_NUMBER = re.compile(r"[1-9][0-9]{0,8}")

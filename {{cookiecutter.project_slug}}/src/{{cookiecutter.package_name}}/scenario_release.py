@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.package_name }} import registry
-from {{ cookiecutter.package_name }}.backtest_record import SCENARIO_OUTCOMES, Policy, ScenarioVerdict
+from {{ cookiecutter.package_name }}.backtest_record import Policy, ScenarioVerdict
 from {{ cookiecutter.package_name }}.contract import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.scenario_engines import run_local
@@ -33,12 +33,10 @@ if TYPE_CHECKING:  # fitting (scikit-learn) is imported by the training only: th
     from {{ cookiecutter.package_name }}.backtest import Replayed
     from {{ cookiecutter.package_name }}.fitting import TrainingResult
 
-TAKEN = ("improved", "new")  # outcomes that serve this training's challenger (registry.SERVING_OUTCOMES)
-
 
 @dataclass(frozen=True)
 class Choice:
-    outcome: str  # improved | kept | new | failed | untrained (backtest_record.SCENARIO_OUTCOMES)
+    outcome: str  # one of registry.SCENARIO_OUTCOMES
     reason: str
 
 
@@ -245,7 +243,7 @@ def compose(result: TrainingResult, champion: Champion | None, policy: Policy) -
         defended = champion is not None and champion.serves(scenario)
         choice = choose(challenger, champion_wapes.get(scenario, math.nan) if defended else None, policy)
         fit = {"fit_status": row["status"], "fit_reason": row["reason"]}  # this run's fit, whatever is kept
-        if choice.outcome in TAKEN:
+        if choice.outcome in registry.CHALLENGER_OUTCOMES:
             served[scenario] = result.pipeline.pickled(scenario)
         elif choice.outcome == "kept":
             served[scenario] = champion.pickled(scenario)
@@ -269,7 +267,7 @@ def compose(result: TrainingResult, champion: Champion | None, policy: Policy) -
         from {{ cookiecutter.package_name }}.fitting import ScenarioFitsFailed
 
         raise ScenarioFitsFailed("no scenario has a model that meets the floor (config/backtest.toml)")
-    taken = [row["scenario"] for row in rows if row["decision"] in TAKEN]
+    taken = [row["scenario"] for row in rows if row["decision"] in registry.CHALLENGER_OUTCOMES]
     names = scenario_names(test).to_numpy()
     keeps = np.isin(names, list(served))
     from_champion = keeps & ~np.isin(names, taken)
@@ -295,6 +293,6 @@ def release_candidate(
     against = f"production's v{champion.version}" if champion else "no production model (first release)"
     print(
         f"Champion/challenger per scenario against {against}: "
-        + ", ".join(f"{int(decisions.get(outcome, 0))} {outcome}" for outcome in SCENARIO_OUTCOMES)
+        + ", ".join(f"{int(decisions.get(outcome, 0))} {outcome}" for outcome in registry.SCENARIO_OUTCOMES)
     )
     return composite
