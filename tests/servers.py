@@ -32,6 +32,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextmanager
+def serving_in_thread(server: http.server.ThreadingHTTPServer) -> Iterator[http.server.ThreadingHTTPServer]:
+    """Serve a stand-in on a thread for the block, then stop it. Polling every 10 ms, not `serve_forever`'s
+    default 500, because every test that stops one would otherwise wait out half a second."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 def postgres_bin() -> Path | None:
     """Debian installs PostgreSQL's server programs outside PATH, under /usr/lib/postgresql/<major>/bin."""
     candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -280,7 +294,7 @@ class KillSwitch:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
@@ -354,14 +368,8 @@ def https_api(folder: Path, status: int = 201, answer: dict | None = None) -> It
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield f"https://127.0.0.1:{server.server_address[1]}", cert_file, records
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class AuthTrackingServer(TrackingServer):

@@ -13,7 +13,6 @@ import http.server
 import importlib
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ import pytest
 import yaml
 
 from conftest import DEFAULT_PACKAGE, render, use_rendered_package
-from servers import TrackingServer, https_api
+from servers import TrackingServer, https_api, serving_in_thread
 
 SECRET = "whsec-e2e-4b1d"
 MODEL = "demand-forecast-model"
@@ -59,15 +58,8 @@ def receiver(handle: Callable[[bytes, dict[str, str]], tuple[int, str]]) -> Iter
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/registry-events", deliveries
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @contextmanager

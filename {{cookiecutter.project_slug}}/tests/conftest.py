@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import date
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -23,6 +26,20 @@ CALLER_VARIABLES = (
     "MODEL_VERSION", "MODEL_DIR", "FORECAST_URI", "SCENARIOS", "ENGINE", "SCENARIO", "N",
     "SCENARIO_CACHE_SIZE",
 )  # fmt: skip
+
+
+@contextmanager
+def serving_in_thread(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """Serve a stand-in on a thread for the block, then stop it. Polling every 10 ms, not `serve_forever`'s
+    default 500, because every test that stops one would otherwise wait out half a second."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)

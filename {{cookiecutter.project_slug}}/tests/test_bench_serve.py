@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from bench import wrk
 from bench.serving_throughput import main
+
+from conftest import serving_in_thread
 
 # What wrk prints around the Lua script's RESULT line.
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:5001/invocations
@@ -69,11 +70,8 @@ class Recorder(BaseHTTPRequestHandler):
 def stub_server() -> Iterator[ThreadingHTTPServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     server.seen, server.status = set(), 200
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving_in_thread(server):
+        yield server
 
 
 needs_wrk = pytest.mark.skipif(

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import new_version, open_registry
+from conftest import new_version, open_registry, serving_in_thread
 from {{ cookiecutter.package_name }} import cluster, gate_server, promotion_gate, registry
 from {{ cookiecutter.package_name }}.gate_server import MAX_BODY_BYTES, create_app
 from {{ cookiecutter.package_name }}.promote import promote
@@ -97,17 +97,12 @@ def kube(tmp_path, monkeypatch) -> Iterator[KubernetesApi]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    token = tmp_path / "token"
-    token.write_text(TOKEN + "\n")
-    monkeypatch.setenv(cluster.API_VARIABLE, f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv(cluster.TOKEN_VARIABLE, str(token))
-    yield api
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with serving_in_thread(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        token = tmp_path / "token"
+        token.write_text(TOKEN + "\n")
+        monkeypatch.setenv(cluster.API_VARIABLE, f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setenv(cluster.TOKEN_VARIABLE, str(token))
+        yield api
 
 
 # ---------------------------------------------------------------- the registry side

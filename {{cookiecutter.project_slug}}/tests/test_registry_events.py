@@ -8,7 +8,6 @@ import ipaddress
 import json
 import socket
 import ssl
-import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
@@ -18,7 +17,7 @@ import pytest
 from mlflow.webhooks import constants
 from mlflow.webhooks.delivery import _generate_hmac_signature
 
-from conftest import CiApiStandIn
+from conftest import CiApiStandIn, serving_in_thread
 from {{ cookiecutter.package_name }} import registry_events
 from {{ cookiecutter.package_name }}.ci import ApprovalError
 from {{ cookiecutter.package_name }}.gitops import DEFAULT_BRANCH
@@ -144,16 +143,10 @@ def github_stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     monkeypatch.setenv("GITHUB_API_URL", f"https://127.0.0.1:{server.server_address[1]}")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
-    try:
+    with serving_in_thread(server):
         yield records
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_a_new_version_of_the_model_dispatches_the_train_workflow_with_that_version(github_stand_in) -> None:
