@@ -33,6 +33,15 @@ def test_demo_installs_no_validators_and_test_does(tmp_path):
     assert "npm install" in test and str(tmp_path / "tools") in test
 
 
+def test_demo_renders_afresh_but_keeps_the_project_virtualenv_beside_it(tmp_path):
+    # when make plans the demo
+    plan = make(tmp_path, "--dry-run", "demo").stdout
+    # then it removes only the rendered project, and the project's make installs into a virtualenv next to it
+    # (the project is DEMO_DIR/<slug>), so a second demo re-renders without re-installing 1 GB of packages
+    assert f"rm -rf {tmp_path / 'demo'}\n" in plan
+    assert 'demo VENV="../../demo-venv-$version"' in plan
+
+
 def test_validators_without_npm_fail_in_one_line_and_install_nothing(tmp_path):
     # given a machine without npm (an empty PATH: make and /bin/bash are called by their full paths)
     empty = tmp_path / "empty"
