@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.package_name }} import registry
-from {{ cookiecutter.package_name }}.backtest_record import Policy, ScenarioVerdict
+from {{ cookiecutter.package_name }}.backtest_record import Policy, ScenarioSummary, ScenarioVerdict
 from {{ cookiecutter.package_name }}.contract import TARGET
 from {{ cookiecutter.package_name }}.evaluate import forecast_metrics
 from {{ cookiecutter.package_name }}.scenario_engines import run_local
@@ -290,9 +290,7 @@ def release_candidate(
     champion = champion_of(client, name)
     composite = compose(result, champion, policy)
     decisions = composite.scenarios["decision"].value_counts()
+    counts = {outcome: int(decisions.get(outcome, 0)) for outcome in registry.SCENARIO_OUTCOMES}
     against = f"production's v{champion.version}" if champion else "no production model (first release)"
-    print(
-        f"Champion/challenger per scenario against {against}: "
-        + ", ".join(f"{int(decisions.get(outcome, 0))} {outcome}" for outcome in registry.SCENARIO_OUTCOMES)
-    )
+    print(f"Champion/challenger per scenario against {against}: {ScenarioSummary(counts, []).describe()}")
     return composite
