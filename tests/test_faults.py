@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make, render, use_rendered_package
-from servers import KillSwitch, ServerForks, kind_of
+from servers import ForkedServer, KillSwitch, ServerForks, kind_of
 
 pytestmark = pytest.mark.e2e
 
@@ -85,11 +85,13 @@ def settings_for(project: Path, folder: Path, url: str):
     return replace(base, tracking_uri=url, data_uri=str(project / "data" / "raw" / "sales.parquet"))
 
 
-def train_through(switch_url: str, project: Path, folder: Path, granularity: str = "global") -> None:
+def train_through(
+    switch_url: str, project: Path, folder: Path, granularity: str = "global", config_text: str = FAST_CONFIG
+) -> None:
     from demand_forecast.train import train
 
     config = folder / "train-fast.toml"
-    config.write_text(FAST_CONFIG)
+    config.write_text(config_text)
     assert train(settings_for(project, folder, switch_url), config, granularity) == 0
 
 
@@ -239,6 +241,77 @@ def test_a_promotion_killed_at_any_write_is_completed_by_rerunning_it(
         assert [(entry["version"], entry["approved_by"]) for entry in history] == [("1", APPROVER)]
         assert registry.pending_key("staging") not in registry.release_tags(client, MODEL)
         assert git_log(folder) == [f"Promote {MODEL} v1 to staging (approved by {APPROVER})", "initial"]
+        revived.kill()
+
+
+@pytest.fixture(scope="module")
+def backtested(forks, project, migrated_store, tmp_path_factory) -> Path:
+    """A folder whose store holds v1, trained and back-tested (passed): back-testing it again overwrites a
+    passed verdict, the most a crash could leave standing."""
+    from demand_forecast.backtest import run_backtest
+
+    folder = tmp_path_factory.mktemp("backtested")
+    server = forks.start(store_copy(migrated_store, folder), folder)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRAINED_BY", TRAINER)
+        patch.chdir(project)
+        # the project's own model: the fast one misses the back-test's floor, and only a passed verdict matters
+        default_config = (project / "config" / "train.toml").read_text()
+        train_through(server.url, project, folder, config_text=default_config)
+        assert run_backtest(settings_for(project, folder, server.url), "1") == 0
+    server.kill()
+    return folder
+
+
+def test_a_backtest_killed_at_any_write_never_leaves_a_verdict_its_record_does_not_back(
+    forks, project, backtested, tmp_path, quick_failures
+):
+    from demand_forecast.backtest import run_backtest
+    from demand_forecast.evidence import gather
+
+    def store_like_backtested(folder: Path) -> ForkedServer:
+        shutil.copytree(backtested, folder, ignore=shutil.ignore_patterns("mlflow-server-*.log"))
+        return forks.start(f"sqlite:///{folder / 'mlflow.db'}", folder)
+
+    def on_this_server(settings):
+        """MLflow caches a run's artefact store by run id alone, and every copy here holds the same run on
+        another server: forget the dead ones before each back-test."""
+        from mlflow.tracking._tracking_service import utils
+
+        utils._artifact_repos_cache.clear()
+        return settings
+
+    # given the writes a whole second back-test of v1 makes
+    folder = tmp_path / "baseline"
+    server = store_like_backtested(folder)
+    switch = KillSwitch(server)
+    assert run_backtest(on_this_server(settings_for(project, folder, switch.url)), "1") == 0
+    switch.close()
+    server.kill()
+    writes = list(switch.writes)
+    assert any(kind_of(write) == "PUT artifact upload" for write in writes), writes
+    for kill_at in range(1, len(writes) + 1):
+        folder = tmp_path / f"kill-{kill_at}"
+        server = store_like_backtested(folder)
+        switch = KillSwitch(server, kill_at=kill_at)
+        # when the server dies just before this write
+        with pytest.raises(Exception):  # noqa: B017 - the store failing underneath is not a verdict
+            run_backtest(on_this_server(settings_for(project, folder, switch.url)), "1")
+        switch.close()
+        revived = forks.start(f"sqlite:///{folder / 'mlflow.db'}", folder)
+        settings = on_this_server(settings_for(project, folder, revived.url))
+        evidence = gather(client_of(revived.url), settings, "1")
+        # then the verdict promotion reads is the old one with the very record it was written with (killed at
+        # the first write), or pending: never a passed verdict beside a report of another run
+        left = evidence.tags["backtest_verdict"], evidence.backtest is not None
+        assert left == (("passed", True) if kill_at == 1 else ("pending", False)), (
+            writes[kill_at - 1],
+            evidence.backtest_missing,
+        )
+        if kill_at == len(writes):  # and back-testing again completes it (once: every pending state is alike)
+            assert run_backtest(settings, "1") == 0
+            assert gather(client_of(revived.url), settings, "1").verdict == "PASSED"
+            assert gather(client_of(revived.url), settings, "1").backtest is not None
         revived.kill()
 
 

@@ -313,13 +313,14 @@ def run_backtest(
         at,
         None if scenarios is None else ScenarioSummary.of(scenarios),
     )
-    report = _record(settings, client, candidate_version.run_id, record, scenarios)
-    # The old verdict is overwritten first and the new one written last: an interrupted write never reads as
-    # passed. Overwritten, not deleted: deleting a version tag needs MANAGE, which no pipeline identity has.
+    # The old verdict is overwritten before anything else is written, and the new one written last: a
+    # back-test interrupted at any write never reads as passed, nor as an old verdict beside a new report.
+    # Overwritten, not deleted: deleting a version tag needs MANAGE, which no pipeline identity has.
     if "backtest_verdict" in candidate_version.tags:
         registry.set_evidence(
             client, settings.model_name, version, {"backtest_verdict": registry.BACKTEST_PENDING}
         )
+    report = _record(settings, client, candidate_version.run_id, record, scenarios)
     champion_wape = "none" if verdict.champion_wape is None else f"{verdict.champion_wape:.6f}"
     registry.set_evidence(
         client,
