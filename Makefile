@@ -41,7 +41,7 @@ venv: $(VENV)/.installed $(TOOLS)/.installed ## Create the template's virtualenv
 
 .PHONY: test
 test: $(VENV)/.installed $(TOOLS)/.installed ## Run the template's tests (renders projects, runs their stages)
-	$(PYTHON) -m pytest --numprocesses auto --dist loadfile $(PYTEST_ARGS)
+	$(PYTHON) -m pytest --numprocesses auto --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: $(VENV)/.installed ## Lint the template's own code (hooks, tests)

@@ -94,6 +94,7 @@ def test_answers_reach_the_rendered_files(rendered):
 PYTHON_VARIANTS = ["github", "py312-custom-names"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("row", PYTHON_VARIANTS)
 def test_rendered_test_suite_passes(row, tmp_path, installed_project):
     answers, _ = MATRIX[row]
