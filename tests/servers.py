@@ -174,7 +174,11 @@ class ServerForks:
     def __init__(self) -> None:
         script = Path(__file__).with_name("tracking_server_fork.py")
         self.process = subprocess.Popen(
-            [sys.executable, "-W", "ignore", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-W", "ignore", str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: it kills that group, and only that, when done
         )
         assert self.process.stdout.readline().strip() == "ready"
 

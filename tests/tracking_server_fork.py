@@ -4,7 +4,8 @@
 for each line `port<TAB>backend store URI<TAB>artifacts folder<TAB>log file` on stdin it forks a child that
 serves that same app with uvicorn (what `mlflow server` runs) on 127.0.0.1, and prints the child's PID. Tests
 kill a child by its PID with SIGKILL, like a crash, and fork a new one on the same store to look at what is
-left. Run by `servers.ServerForks`; it exits when its stdin closes.
+left. Run by `servers.ServerForks` in a process group of its own; when its stdin closes (the tests are done, or
+died) it kills that group, so no server a failed test left running outlives the session.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> None:
             finally:
                 os._exit(0)
         print(pid, flush=True)
+    os.killpg(0, signal.SIGKILL)  # every server still running, and this process
 
 
 if __name__ == "__main__":
