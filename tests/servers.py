@@ -22,7 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 
@@ -296,14 +296,14 @@ class KillSwitch:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.serving = ExitStack()
+        self.httpd = self.serving.enter_context(
+            serving_in_thread(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+        )
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-        self.thread.start()
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serving.close()
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:

@@ -310,8 +310,9 @@ def test_a_backtest_killed_at_any_write_never_leaves_a_verdict_its_record_does_n
         )
         if kill_at == len(writes):  # and back-testing again completes it (once: every pending state is alike)
             assert run_backtest(settings, "1") == 0
-            assert gather(client_of(revived.url), settings, "1").verdict == "PASSED"
-            assert gather(client_of(revived.url), settings, "1").backtest is not None
+            completed = gather(client_of(revived.url), settings, "1")
+            assert completed.verdict == "PASSED"
+            assert completed.backtest is not None
         revived.kill()
 
 
